@@ -1,0 +1,129 @@
+"""`realtime serve | stream | listen`: the console entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from realtime import __version__
+from realtime.config import Settings
+
+DEFAULT_SERVER = "ws://127.0.0.1:8000"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realtime", description="Live lecture captions with streaming Whisper.")
+    parser.add_argument("--version", action="version", version=f"realtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the captioning server",
+                           description="Flags override REALTIME_* environment variables, which override defaults.")
+    Settings.add_arguments(serve)
+
+    stream = sub.add_parser("stream", help="play an audio file into a room as a microphone and print captions")
+    stream.add_argument("file", help="any audio file FFmpeg reads (resampled to 16 kHz mono)")
+    stream.add_argument("--room", default="demo")
+    stream.add_argument("--server", default=DEFAULT_SERVER, help="server address (ws://, wss://, http://)")
+    stream.add_argument("--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible")
+    stream.add_argument("--chunk-ms", type=int, default=100, help="audio packet length")
+    stream.add_argument("--language", default=None, help="spoken language code, default: detect")
+    stream.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    stream.add_argument("--prompt", default="", help="course terms and context for the decoder")
+    stream.add_argument("--jsonl", action="store_true", help="print every event as a JSON line with receive time t")
+
+    listen = sub.add_parser("listen", help="join a room as a listener and print captions")
+    listen.add_argument("room")
+    listen.add_argument("--server", default=DEFAULT_SERVER)
+    listen.add_argument("--jsonl", action="store_true")
+    listen.add_argument("--idle", type=float, default=None, help="exit after this many seconds without events")
+    return parser
+
+
+class CaptionPrinter:
+    """Human output: finals as lines, the partial rewritten in place on a terminal."""
+
+    def __init__(self, jsonl: bool):
+        self.jsonl = jsonl
+        self.tty = sys.stdout.isatty()
+        self._partial_shown = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.jsonl:
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+            return
+        kind = event["type"]
+        if kind == "final":
+            self._clear()
+            print(f"[{_clock(event['start'])}] {event['text']}", flush=True)
+        elif kind == "partial" and self.tty:
+            self._clear()
+            text = (event["committed"] + " " + event["unstable"]).strip()
+            sys.stdout.write(f"\x1b[2m… {text[-150:]}\x1b[0m")
+            sys.stdout.flush()
+            self._partial_shown = True
+        elif kind == "error":
+            self._clear()
+            print(f"error {event['code']}: {event['message']}", file=sys.stderr, flush=True)
+
+    def _clear(self) -> None:
+        if self._partial_shown:
+            sys.stdout.write("\r\x1b[2K")
+            self._partial_shown = False
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60:d}:{m % 60:02d}:{s:02d}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from realtime.app import run_server
+
+    try:
+        settings = Settings.from_sources(args=args)
+    except ValueError as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    return run_server(settings)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from realtime.audiofile import read_audio
+    from realtime.client import stream_audio
+
+    try:
+        audio = read_audio(args.file)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(stream_audio(args.server, args.room, audio, speed=args.speed, chunk_ms=args.chunk_ms,
+                                          language=args.language, task=args.task, prompt=args.prompt,
+                                          on_event=CaptionPrinter(args.jsonl)))
+    except (TimeoutError, OSError) as exc:
+        print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    return 1 if any(e["type"] == "error" for e in result.events) else 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from realtime.client import listen
+
+    try:
+        asyncio.run(listen(args.server, args.room, idle=args.idle, on_event=CaptionPrinter(args.jsonl)))
+    except OSError as exc:
+        print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return {"serve": _serve, "stream": _stream, "listen": _listen}[args.command](args)

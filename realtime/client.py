@@ -1,0 +1,110 @@
+"""Python client (websockets): play a file into a room as a microphone would, or listen to a room.
+
+Used by `realtime stream`/`realtime listen`, the tests and the benchmarks. Every received event can be recorded with
+its receive time `t` (seconds since the first audio was sent), which is what latency measurements align against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import websockets
+
+from realtime.audio import SAMPLE_RATE
+
+
+@dataclass
+class StreamResult:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+
+    @property
+    def finals(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == "final"]
+
+    @property
+    def text(self) -> str:
+        return " ".join(e["text"] for e in self.finals)
+
+
+def ws_url(server: str, role: str, room: str) -> str:
+    base = server.rstrip("/")
+    if base.startswith("http"):
+        base = "ws" + base[4:]
+    return f"{base}/ws/{role}/{quote(room, safe='')}"
+
+
+async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: float = 1.0, chunk_ms: int = 100,
+                       language: str | None = None, task: str = "transcribe", prompt: str = "",
+                       on_event: Callable[[dict[str, Any]], None] | None = None,
+                       stop_timeout: float = 120.0) -> StreamResult:
+    """Send int16 16 kHz mono audio at `speed` x real time (0 = as fast as possible), then stop and wait for the
+    server's `stopped` status, collecting every event."""
+    result = StreamResult()
+    chunk = SAMPLE_RATE * chunk_ms // 1000
+    stopped = asyncio.Event()
+    t0 = time.monotonic()
+
+    async def receive(ws) -> None:
+        async for raw in ws:
+            event = json.loads(raw)
+            event["t"] = round(time.monotonic() - t0, 4)
+            result.events.append(event)
+            if on_event:
+                on_event(event)
+            if event["type"] == "status" and event.get("state") == "stopped":
+                stopped.set()
+            if event["type"] == "error" and event.get("code") in ("server_full", "speaker_exists", "bad_room"):
+                stopped.set()
+
+    async with websockets.connect(ws_url(server, "speak", room), max_size=None) as ws:
+        receiver = asyncio.create_task(receive(ws))
+        await ws.send(json.dumps({"type": "start", "language": language, "task": task, "prompt": prompt}))
+        t0 = time.monotonic()
+        pcm = audio.astype("<i2").tobytes()
+        for i, start in enumerate(range(0, len(audio), chunk)):
+            if stopped.is_set():
+                break
+            await ws.send(pcm[start * 2:(start + chunk) * 2])
+            if speed > 0:
+                due = t0 + (i + 1) * chunk_ms / 1000 / speed
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            else:
+                await asyncio.sleep(0)
+        if not stopped.is_set():
+            await ws.send(json.dumps({"type": "stop"}))
+            try:
+                await asyncio.wait_for(stopped.wait(), stop_timeout)
+            except TimeoutError:
+                pass
+        await ws.close()
+        result.close_code = ws.close_code
+        receiver.cancel()
+    return result
+
+
+async def listen(server: str, room: str, *, idle: float | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> StreamResult:
+    """Join a room as a listener; return when the server closes or after `idle` seconds without events."""
+    result = StreamResult()
+    t0 = time.monotonic()
+    async with websockets.connect(ws_url(server, "listen", room), max_size=None) as ws:
+        while True:
+            try:
+                raw = await (asyncio.wait_for(ws.recv(), idle) if idle else ws.recv())
+            except (TimeoutError, websockets.ConnectionClosed):
+                break
+            event = json.loads(raw)
+            event["t"] = round(time.monotonic() - t0, 4)
+            result.events.append(event)
+            if on_event:
+                on_event(event)
+        result.close_code = ws.close_code
+    return result

@@ -1,0 +1,116 @@
+"""The one settings object.
+
+Every tunable lives here as a dataclass field with a default and a help text. The CLI builds its flags from these
+fields and `REALTIME_<NAME>` environment variables override defaults, so the README table, the flags and the
+environment can never drift apart. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "realtime")
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A settings field with its help text (shown by --help and in the README table)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Settings:
+    # server
+    host: str = opt("127.0.0.1", "Address to bind.")
+    port: int = opt(8000, "TCP port for HTTP and WebSocket.")
+    log_level: str = opt("info", "Logging level (debug, info, warning, error).")
+    static_dir: str = opt("", "Directory of browser pages to serve at / (default: the repository's static/).")
+    # model
+    model: str = opt("base", "Whisper model: 'base' (shipped), 'tiny.en' (if installed), a CTranslate2 directory, "
+                     "or a hub name such as large-v3 / large-v3-turbo (needs a download or a local HF cache).")
+    device: str = opt("auto", "auto, cpu or cuda.")
+    compute_type: str = opt("auto", "CTranslate2 compute type; auto = float16 on cuda, int8 on cpu.")
+    cpu_threads: int = opt(0, "Threads per decoder worker on CPU (0 = all cores).")
+    workers: int = opt(0, "Concurrent decoder workers (0 = 1 on CPU, 2 on CUDA).")
+    cache_dir: str = opt(_default_cache_dir, "Where the shipped model is reassembled.")
+    max_speakers: int = opt(0, "Concurrent speaking rooms admitted (0 = 2 per CPU worker, 8 per CUDA worker).")
+    # VAD
+    vad_aggressiveness: int = opt(2, "webrtcvad aggressiveness 0-3 (3 rejects the most non-speech).")
+    vad_frame_ms: int = opt(30, "VAD frame length: 10, 20 or 30 ms.")
+    vad_preroll_ms: int = opt(300, "Audio kept before detected speech onset.")
+    vad_hangover_ms: int = opt(500, "Silence that ends an utterance.")
+    vad_min_speech_ms: int = opt(200, "Utterances with less voiced audio than this are dropped.")
+    max_utterance_s: float = opt(12.0, "Longer speech is cut at the last committed word.")
+    # decoding
+    partial_interval_s: float = opt(0.25, "Minimum new audio between two partial decodes of one stream.")
+    partial_beam: int = opt(1, "Beam size for partial decodes.")
+    final_beam: int = opt(5, "Beam size for final decodes.")
+    encoder_pad_s: float = opt(3.0, "Partial decodes encode only the utterance plus this much padding "
+                               "instead of Whisper's 30 s window (about 3x faster); negative = full window.")
+    final_full_window: bool = opt(True, "Final decodes use the full 30 s encoder window (most accurate).")
+    prompt_chars: int = opt(200, "Recent committed text carried as the decoder prompt.")
+    max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")
+    # fan-out and limits
+    listener_queue: int = opt(512, "Events buffered per listener before it is disconnected as too slow.")
+    max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
+    max_message_bytes: int = opt(65536, "Largest JSON control message.")
+    max_room_name: int = opt(64, "Longest room name.")
+    status_interval_s: float = opt(2.0, "Period of `status` events while a speaker is connected.")
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_sources(cls, env: Mapping[str, str] | None = None, args: argparse.Namespace | None = None) -> Settings:
+        """Defaults, then `REALTIME_*` environment variables, then command-line flags that were given."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in cls.fields():
+            raw = env.get(f"REALTIME_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+            if args is not None and getattr(args, f.name, None) is not None:
+                values[f.name] = getattr(args, f.name)
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One `--flag` per field; defaults stay None so that unset flags don't shadow the environment."""
+        for f in cls.fields():
+            flag = "--" + f.name.replace("_", "-")
+            typ = _field_type(f)
+            if typ is bool:
+                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                    help=f.metadata["help"])
+            else:
+                parser.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(),
+                                    help=f.metadata["help"])
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    return {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    typ = _field_type(f)
+    if typ is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"REALTIME_{f.name.upper()}: expected a boolean, got {raw!r}")
+    try:
+        return typ(raw)
+    except ValueError:
+        raise ValueError(f"REALTIME_{f.name.upper()}: expected {typ.__name__}, got {raw!r}") from None

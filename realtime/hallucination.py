@@ -1,0 +1,101 @@
+"""Guards against Whisper's hallucinations, applied to every hypothesis before it reaches the commit policy.
+
+Whisper invents text where there is none: subtitle credits and sign-offs on silence or noise ("Thanks for
+watching", "字幕由Amara.org社群提供"), loops that repeat an n-gram, and confident text over non-speech. We drop
+segments the decoder itself flags as non-speech, drop phantom phrases unless the audio under them is real speech,
+and cut repetition loops.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from realtime.commit import HypWord, norm
+
+# Normalised (see commit.norm, words joined by spaces) phrases Whisper emits over silence or music.
+PHANTOM_PHRASES = {
+    "thank you", "thank you very much", "thanks for watching", "thank you for watching",
+    "thanks for watching and see you next time", "please subscribe", "subscribe to my channel",
+    "like and subscribe", "see you next time", "see you in the next video", "bye", "bye bye", "you",
+    "so", "okay", "the end", "music", "applause", "silence", "blank audio",
+    "sous titres réalisés para la communauté d amara org", "sous titrage st 501", "merci",
+    "untertitel im auftrag des zdf für funk 2017", "untertitel der amara org community", "vielen dank",
+    "谢谢观看", "字幕由amara org社群提供", "請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目",
+    "ご視聴ありがとうございました", "продолжение следует", "редактор субтитров а синецкая корректор а егорова",
+}
+# Fragments that are never real lecture speech.
+PHANTOM_FRAGMENTS = ("amara org", "amaraorg", "subtitles by", "subtitled by", "untertitel", "字幕", "sous titres",
+                     "transcribed by", "blank_audio", "blankaudio")
+_URL = re.compile(r"\b(www\.|https?:|[a-z0-9-]+\.(com|org|net)\b)")
+
+
+LEADING_MIN_PROB = 0.02
+
+
+@dataclass
+class Segment:
+    words: list[HypWord]
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+def phrase_key(words: list[HypWord]) -> str:
+    return " ".join(k for k in (norm(w.text.replace(".", " ").replace("-", " ")) for w in words) if k)
+
+
+def is_phantom(words: list[HypWord]) -> bool:
+    key = phrase_key(words)
+    spaced = " ".join(w.text.casefold() for w in words)
+    if _URL.search(spaced):
+        return True
+    spaced = spaced.replace(".", " ")
+    return key in PHANTOM_PHRASES or any(f in spaced or f in key for f in PHANTOM_FRAGMENTS)
+
+
+def cut_repetitions(words: list[HypWord], max_n: int = 6) -> list[HypWord]:
+    """Cut a hypothesis where an n-gram starts repeating back to back (a single word 4 times, longer n-grams 3).
+
+    A word repeated with almost no time between the two onsets is a decoder stutter, not speech: dropped.
+    """
+    words = [w for i, w in enumerate(words)
+             if not (i and norm(w.text) == norm(words[i - 1].text) and w.start - words[i - 1].start < 0.2)]
+    keys = [norm(w.text) for w in words]
+    for i in range(len(keys)):
+        for n in range(1, max_n + 1):
+            times = 4 if n == 1 else 3
+            if i + n * times > len(keys):
+                break
+            gram = keys[i:i + n]
+            if all(keys[i + r * n:i + (r + 1) * n] == gram for r in range(1, times)):
+                return words[:i + n]
+    return words
+
+
+def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypWord]:
+    """The trustworthy words of a decode.
+
+    `speech_end` is the stream time where the VAD last heard voice in this utterance; a phantom phrase that starts
+    after it is decoded from trailing silence.
+    """
+    kept: list[HypWord] = []
+    for seg in segments:
+        if not seg.words:
+            continue
+        if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
+            continue
+        if seg.avg_logprob < -1.5:
+            continue
+        if is_phantom(seg.words):
+            after_speech = speech_end is not None and seg.words[0].start >= speech_end - 0.2
+            doubtful = seg.no_speech_prob > 0.3 or seg.avg_logprob < -0.7 or len(segments) == 1 and not kept
+            fragment = phrase_key(seg.words) not in PHANTOM_PHRASES
+            if after_speech or doubtful or fragment:
+                continue
+        kept.extend(seg.words)
+    # A decoder given a prompt sometimes "continues" it with a word it cannot hear (probability ~0) at the start.
+    while kept and kept[0].prob < LEADING_MIN_PROB:
+        kept.pop(0)
+    return cut_repetitions(kept)

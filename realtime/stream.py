@@ -1,0 +1,239 @@
+"""One speaker's lecture as a state machine: PCM in, decode requests out, decode results in, caption events out.
+
+Sans-I/O. The engine asks `next_request()` when a decoder is free, runs the model, and hands the words back to
+`on_result()`. Ended utterances are queued for a final decode (never dropped, even at end of stream); the open
+utterance gets partial decodes on a cadence, committed by LocalAgreement-2; an utterance longer than
+`max_utterance_s` is cut at its last committed word so decode work stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from realtime.audio import SAMPLE_RATE, pcm_to_int16
+from realtime.commit import HypWord, LocalAgreement, join_words
+from realtime.hallucination import Segment, clean
+from realtime.protocol import Event, Final, Partial, Start, Word
+from realtime.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
+
+
+@dataclass
+class StreamConfig:
+    partial_interval_s: float = 0.25
+    max_utterance_s: float = 12.0
+    max_lag_s: float = 4.0
+    prompt_chars: int = 200
+
+
+@dataclass
+class DecodeRequest:
+    kind: str  # "partial" | "final"
+    utterance: int
+    audio: np.ndarray  # int16 samples
+    offset: float  # stream time of audio[0]
+    prompt: str
+    language: str | None
+    task: str
+    speech_end: float | None  # last voiced time, for phantom filtering
+
+    @property
+    def end(self) -> float:
+        return self.offset + len(self.audio) / SAMPLE_RATE
+
+
+@dataclass
+class _Utterance:
+    id: int
+    offset: float
+    chunks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    decoded_samples: int = 0
+    speech_end: float | None = None
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    shown: str = ""  # last partial text sent, to skip repeats
+
+    def audio(self) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0] if self.chunks else np.zeros(0, np.int16)
+
+    def append(self, samples: np.ndarray) -> None:
+        self.chunks.append(samples)
+        self.samples += len(samples)
+
+    def trim_before(self, t: float) -> None:
+        cut = max(0, min(self.samples, int(round((t - self.offset) * SAMPLE_RATE))))
+        audio = self.audio()[cut:]
+        self.chunks, self.samples = [audio], len(audio)
+        self.offset += cut / SAMPLE_RATE
+        self.decoded_samples = max(0, self.decoded_samples - cut)
+
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+class LectureStream:
+    def __init__(self, segmenter: Segmenter, options: Start, config: StreamConfig | None = None,
+                 t0: float = 0.0):
+        self.segmenter = segmenter
+        self.options = options
+        self.config = config or StreamConfig()
+        self.language = options.language
+        self.t0 = t0  # lecture time at which this stream's audio begins (a restart after stop continues the clock)
+        self.received_s = t0
+        self.stopped = False
+        self._next_utterance = 0
+        self._current: _Utterance | None = None
+        self._ended: deque[_Utterance] = deque()
+        self._history: list[str] = []  # recent final texts, for the prompt
+        self._covered = 0.0  # stream time up to which results have been produced
+        self.finals = 0
+        self.partials = 0
+
+    # ---------------------------------------------------------------- audio in
+
+    def feed(self, pcm: bytes) -> list[Event]:
+        self.received_s += len(pcm) / 2 / SAMPLE_RATE
+        return self._apply(self.segmenter.feed(pcm))
+
+    def stop(self) -> list[Event]:
+        """End of stream: close the open utterance so its audio still gets a final decode."""
+        self.stopped = True
+        return self._apply(self.segmenter.flush())
+
+    def _apply(self, vad_events: list) -> list[Event]:
+        out: list[Event] = []
+        for ev in vad_events:
+            if isinstance(ev, SpeechStart):
+                self._current = _Utterance(self._take_id(), ev.t + self.t0)
+            elif isinstance(ev, SpeechAudio) and self._current is not None:
+                self._current.append(pcm_to_int16(ev.pcm))
+            elif isinstance(ev, SpeechEnd) and self._current is not None:
+                utt, self._current = self._current, None
+                utt.speech_end = ev.t + self.t0
+                if ev.discarded and not utt.agreement.committed:
+                    if utt.shown:
+                        out.append(Partial(utt.id, utt.offset, "", "", utt.speech_end))
+                    continue
+                self._ended.append(utt)
+        if self._current is not None:
+            utt = self._current
+            hard_cap = self.config.max_utterance_s + 8.0
+            if utt.duration > hard_cap and not utt.agreement.committed:
+                # Nothing agrees for far too long (noise, music): finish it as an utterance of its own.
+                utt.speech_end = utt.offset + utt.duration
+                self._ended.append(utt)
+                self._current = _Utterance(self._take_id(), utt.offset + utt.duration)
+        return out
+
+    def _take_id(self) -> int:
+        self._next_utterance += 1
+        return self._next_utterance - 1
+
+    # ---------------------------------------------------------------- decode scheduling
+
+    @property
+    def lag_s(self) -> float:
+        """How far results trail the audio received (0 when there is nothing to decode)."""
+        if self._current is None and not self._ended:
+            return 0.0
+        oldest = self._ended[0].offset if self._ended else self._current.offset  # type: ignore[union-attr]
+        return max(0.0, self.received_s - max(self._covered, oldest))
+
+    @property
+    def pending_finals(self) -> int:
+        return len(self._ended)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to decode: after stop(), the lecture's captions are complete."""
+        return not self._ended and (self._current is None or self.stopped)
+
+    def wants_final(self) -> bool:
+        return bool(self._ended)
+
+    def wants_partial(self) -> bool:
+        utt = self._current
+        if utt is None or self.stopped or self.lag_s > self.config.max_lag_s:
+            return False
+        new = (utt.samples - utt.decoded_samples) / SAMPLE_RATE
+        return new >= self.config.partial_interval_s
+
+    def next_request(self) -> DecodeRequest | None:
+        if self._ended:
+            utt = self._ended[0]
+            return self._request("final", utt)
+        if self.wants_partial():
+            utt = self._current
+            assert utt is not None
+            utt.decoded_samples = utt.samples
+            return self._request("partial", utt)
+        return None
+
+    def _request(self, kind: str, utt: _Utterance) -> DecodeRequest:
+        prompt = " ".join(x for x in (self.options.prompt, self._recent_text()) if x)
+        return DecodeRequest(kind, utt.id, utt.audio().copy(), utt.offset, prompt, self.language,
+                             self.options.task, utt.speech_end)
+
+    def _recent_text(self) -> str:
+        text = " ".join(self._history)
+        return text[-self.config.prompt_chars:].lstrip() if self.config.prompt_chars > 0 else ""
+
+    # ---------------------------------------------------------------- results
+
+    def on_result(self, req: DecodeRequest, segments: list[Segment], language: str | None = None) -> list[Event]:
+        """Apply one decode. Results for utterances that ended or were dropped meanwhile are ignored."""
+        self._covered = max(self._covered, req.end)
+        words = [_shift(w, req.offset) for w in clean(segments, _rel(req.speech_end, req.offset))]
+        if req.kind == "final":
+            if not self._ended or self._ended[0].id != req.utterance:
+                return []
+            utt = self._ended.popleft()
+            if language and self.options.language is None:
+                self.language = language
+            return self._finalize(utt, utt.agreement.finish(words), language)
+        utt = self._current
+        if utt is None or utt.id != req.utterance:
+            return []
+        self.partials += 1
+        utt.agreement.update(words)
+        out: list[Event] = []
+        if utt.duration >= self.config.max_utterance_s and utt.agreement.committed:
+            committed = utt.agreement.cut()
+            out += self._finalize(utt, committed, language or self.language, keep_open=True)
+            utt.trim_before(committed[-1].end)
+        committed, unstable = join_words(utt.agreement.committed), join_words(utt.agreement.unstable)
+        shown = committed + "\x00" + unstable
+        if shown != utt.shown:
+            utt.shown = shown
+            out.append(Partial(utt.id, utt.offset, committed, unstable, round(req.end, 3)))
+        return out
+
+    def _finalize(self, utt: _Utterance, words: list[HypWord], language: str | None,
+                  keep_open: bool = False) -> list[Event]:
+        out: list[Event] = []
+        if words:
+            text = join_words(words)
+            self._history.append(text)
+            del self._history[:-8]
+            self.finals += 1
+            out.append(Final(-1, utt.id, round(words[0].start, 3), round(words[-1].end, 3), text, language,
+                             [Word(w.text, round(w.start, 3), round(w.end, 3), round(w.prob, 3)) for w in words]))
+        elif utt.shown:
+            out.append(Partial(utt.id, utt.offset, "", "", round(utt.offset + utt.duration, 3)))
+        if keep_open:
+            utt.id = self._take_id()
+            utt.shown = ""
+        return out
+
+
+def _shift(w: HypWord, offset: float) -> HypWord:
+    return HypWord(w.text, w.start + offset, w.end + offset, w.prob)
+
+
+def _rel(t: float | None, offset: float) -> float | None:
+    return None if t is None else t - offset

@@ -1,0 +1,138 @@
+"""Voice activity segmentation: PCM in, utterance boundaries out.
+
+`Segmenter.feed(pcm)` re-frames audio into 10/20/30 ms frames, classifies each (webrtcvad by default; any callable
+for tests) and returns `SpeechStart`, `SpeechAudio` and `SpeechEnd` events with times in seconds from the start of the
+stream. Onset needs several voiced frames in a short window (so clicks don't open utterances); `preroll_ms` of audio
+before the onset is included so first syllables are not clipped; an utterance ends after `hangover_ms` without
+voice; utterances with less than `min_speech_ms` of voiced audio are reported as discarded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from realtime.audio import SAMPLE_RATE, Reframer
+
+Classifier = Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    t: float  # stream time of the first sample in the utterance (pre-roll included)
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    pcm: bytes
+    t: float  # stream time of the first sample of `pcm`
+
+
+@dataclass(frozen=True)
+class SpeechEnd:
+    t: float  # stream time just after the last voiced frame
+    voiced_s: float
+    discarded: bool  # too little voiced audio: a click, a cough
+
+
+def webrtc_classifier(aggressiveness: int, frame_ms: int) -> Classifier:
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+
+    def classify(frame: bytes) -> bool:
+        return vad.is_speech(frame, SAMPLE_RATE)
+
+    return classify
+
+
+class Segmenter:
+    def __init__(
+        self,
+        classify: Classifier | None = None,
+        *,
+        aggressiveness: int = 2,
+        frame_ms: int = 30,
+        preroll_ms: int = 300,
+        hangover_ms: int = 500,
+        min_speech_ms: int = 200,
+        onset_frames: int = 0,
+        onset_window: int = 0,
+    ):
+        if frame_ms not in (10, 20, 30):
+            raise ValueError("VAD frame length must be 10, 20 or 30 ms")
+        if not 0 <= aggressiveness <= 3:
+            raise ValueError("VAD aggressiveness must be 0-3")
+        self.frame_ms = frame_ms
+        self.frame_bytes = SAMPLE_RATE * frame_ms // 1000 * 2
+        self.classify = classify or webrtc_classifier(aggressiveness, frame_ms)
+        self._reframer = Reframer(self.frame_bytes)
+        # Onset: `onset_frames` voiced among the last `onset_window` frames (about 90 of 150 ms by default).
+        self.onset_window = onset_window or max(1, 150 // frame_ms)
+        self.onset_frames = onset_frames or max(1, (self.onset_window * 3 + 4) // 5)
+        self.preroll_frames = max(self.onset_window, preroll_ms // frame_ms)
+        self.hangover_frames = max(1, hangover_ms // frame_ms)
+        self.min_voiced_frames = max(1, min_speech_ms // frame_ms)
+        self._ring: deque[tuple[bytes, bool]] = deque(maxlen=self.preroll_frames)
+        self._frames_seen = 0
+        self.in_speech = False
+        self._silent_run = 0
+        self._voiced = 0
+        self._last_voiced_end = 0.0
+
+    @property
+    def time(self) -> float:
+        """Stream time covered by frames classified so far."""
+        return self._frames_seen * self.frame_ms / 1000
+
+    def feed(self, pcm: bytes) -> list[SpeechStart | SpeechAudio | SpeechEnd]:
+        events: list[SpeechStart | SpeechAudio | SpeechEnd] = []
+        for frame in self._reframer.feed(pcm):
+            self._step(frame, events)
+        return events
+
+    def flush(self) -> list[SpeechStart | SpeechAudio | SpeechEnd]:
+        """End of stream: classify the padded remainder and close any open utterance."""
+        events: list[SpeechStart | SpeechAudio | SpeechEnd] = []
+        last = self._reframer.flush()
+        if last is not None:
+            self._step(last, events)
+        if self.in_speech:
+            events.append(self._end())
+        return events
+
+    def _step(self, frame: bytes, events: list) -> None:
+        t = self.time
+        voiced = self.classify(frame)
+        self._frames_seen += 1
+        if not self.in_speech:
+            self._ring.append((frame, voiced))
+            recent = list(self._ring)[-self.onset_window:]
+            if sum(v for _, v in recent) >= self.onset_frames:
+                self.in_speech = True
+                start = self.time - len(self._ring) * self.frame_ms / 1000
+                events.append(SpeechStart(start))
+                events.append(SpeechAudio(b"".join(f for f, _ in self._ring), start))
+                self._voiced = sum(v for _, v in self._ring)
+                self._silent_run = 0
+                self._last_voiced_end = self.time
+                self._ring.clear()
+            return
+        events.append(SpeechAudio(frame, t))
+        if voiced:
+            self._voiced += 1
+            self._silent_run = 0
+            self._last_voiced_end = self.time
+        else:
+            self._silent_run += 1
+            if self._silent_run >= self.hangover_frames:
+                events.append(self._end())
+
+    def _end(self) -> SpeechEnd:
+        self.in_speech = False
+        voiced_s = self._voiced * self.frame_ms / 1000
+        event = SpeechEnd(self._last_voiced_end, voiced_s, self._voiced < self.min_voiced_frames)
+        self._voiced = 0
+        self._silent_run = 0
+        return event
