@@ -46,7 +46,8 @@ def common_prefix(a: list[HypWord], b: list[HypWord]) -> int:
 def join_words(words: list[HypWord]) -> str:
     text = ""
     for w in words:
-        if not text or w.text[:1] in ",.;:!?%)" or text.endswith(("(", "-")) and not w.text.startswith("-"):
+        glued = text.endswith("(") or text.endswith("-") and len(text) > 1 and not text.endswith(" -")
+        if not text or w.text[:1] in ",.;:!?%)" or glued and not w.text.startswith("-"):
             text += w.text
         else:
             text += " " + w.text

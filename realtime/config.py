@@ -47,6 +47,8 @@ class Settings:
     # VAD
     vad_aggressiveness: int = opt(2, "webrtcvad aggressiveness 0-3 (3 rejects the most non-speech).")
     vad_frame_ms: int = opt(30, "VAD frame length: 10, 20 or 30 ms.")
+    vad_silero: bool = opt(True, "Confirm webrtcvad with the bundled Silero model (rejects noise; no download).")
+    vad_silero_threshold: float = opt(0.5, "Silero speech probability needed to confirm a frame.")
     vad_preroll_ms: int = opt(300, "Audio kept before detected speech onset.")
     vad_hangover_ms: int = opt(500, "Silence that ends an utterance.")
     vad_min_speech_ms: int = opt(200, "Utterances with less voiced audio than this are dropped.")

@@ -191,7 +191,7 @@ class WhisperDecoder:
                 task=req.task if self.multilingual else "transcribe",
                 beam_size=opts.final_beam if final else opts.partial_beam,
                 best_of=1,
-                temperature=[0.0, 0.4] if final else [0.0],
+                temperature=[0.0],  # fallback sampling doubles the cost of a bad decode; loops are cut instead
                 word_timestamps=True,
                 condition_on_previous_text=False,
                 initial_prompt=req.prompt or None,

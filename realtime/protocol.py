@@ -58,7 +58,7 @@ class ProtocolError(Exception):
 def check_room(name: str, max_len: int) -> str:
     if not name or len(name) > max_len:
         raise ProtocolError(BAD_ROOM, f"room name must be 1-{max_len} characters")
-    if not ROOM_RE.match(name):
+    if not ROOM_RE.fullmatch(name):
         raise ProtocolError(BAD_ROOM, "room name may use letters, digits, '.', '_' and '-' and must start with a "
                                       "letter or digit")
     return name

@@ -41,7 +41,7 @@ from realtime.protocol import (
 )
 from realtime.rooms import Connection, Room, Rooms
 from realtime.stream import LectureStream, StreamConfig
-from realtime.vad import Segmenter
+from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,9 @@ class SpeakerSession:
         if self.handle is not None:
             raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
         st = self.settings
-        segmenter = Segmenter(aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
+        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold) if st.vad_silero
+                    else webrtc_classifier(st.vad_aggressiveness))
+        segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
                               preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
                               min_speech_ms=st.vad_min_speech_ms)
         config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars)

@@ -195,7 +195,7 @@ class LectureStream:
             utt = self._ended.popleft()
             if language and self.options.language is None:
                 self.language = language
-            return self._finalize(utt, utt.agreement.finish(words), language)
+            return self._finalize(utt, utt.agreement.finish(words), language or self.language)
         utt = self._current
         if utt is None or utt.id != req.utterance:
             return []

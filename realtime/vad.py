@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from realtime.audio import SAMPLE_RATE, Reframer
 
 Classifier = Callable[[bytes], bool]
@@ -36,13 +38,38 @@ class SpeechEnd:
     discarded: bool  # too little voiced audio: a click, a cough
 
 
-def webrtc_classifier(aggressiveness: int, frame_ms: int) -> Classifier:
+def webrtc_classifier(aggressiveness: int, max_gain: float = 30.0) -> Classifier:
+    """webrtcvad on level-normalised frames: quiet microphones are common and webrtcvad misses quiet speech.
+
+    The gain brings the loudest frame of the last ~10 s to about -12 dBFS, capped at `max_gain`; silence stays
+    silence.
+    """
     import webrtcvad
 
     vad = webrtcvad.Vad(aggressiveness)
+    peaks: deque[int] = deque(maxlen=330)
 
     def classify(frame: bytes) -> bool:
+        samples = np.frombuffer(frame, "<i2")
+        peaks.append(int(np.abs(samples.astype(np.int32)).max()) if len(samples) else 0)
+        gain = min(max_gain, 8000 / max(1, max(peaks)))
+        if gain > 1.5:
+            frame = np.clip(samples * gain, -32768, 32767).astype("<i2").tobytes()
         return vad.is_speech(frame, SAMPLE_RATE)
+
+    return classify
+
+
+def combined_classifier(aggressiveness: int, silero_threshold: float = 0.5) -> Classifier:
+    """Voiced when webrtcvad and the Silero model both say so (Silero rejects noise that webrtcvad lets through)."""
+    from realtime.silero import SileroProbe
+
+    webrtc = webrtc_classifier(aggressiveness)
+    probe = SileroProbe()
+
+    def classify(frame: bytes) -> bool:
+        prob = probe.feed(np.frombuffer(frame, "<i2"))
+        return webrtc(frame) and prob >= silero_threshold
 
     return classify
 
@@ -66,7 +93,7 @@ class Segmenter:
             raise ValueError("VAD aggressiveness must be 0-3")
         self.frame_ms = frame_ms
         self.frame_bytes = SAMPLE_RATE * frame_ms // 1000 * 2
-        self.classify = classify or webrtc_classifier(aggressiveness, frame_ms)
+        self.classify = classify or combined_classifier(aggressiveness)
         self._reframer = Reframer(self.frame_bytes)
         # Onset: `onset_frames` voiced among the last `onset_window` frames (about 90 of 150 ms by default).
         self.onset_window = onset_window or max(1, 150 // frame_ms)

@@ -1,0 +1,45 @@
+# The two commands a newcomer needs:  make serve  (start on the shipped model)  and  make test  (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TEST_AUDIO ?= $(or $(REALTIME_TEST_AUDIO),$(CURDIR)/../shared/audio)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test test-fast lint install sysdeps clean
+
+serve: $(STAMP)
+	$(BIN)/realtime serve
+
+install: $(STAMP)
+
+# Python 3.11+ with venv; Debian's python3-venv is installed when missing.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "realtime needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# espeak-ng makes fallback test speech when the recorded clips are absent.
+sysdeps:
+	@if [ ! -d "$(TEST_AUDIO)" ] && ! command -v espeak-ng >/dev/null; then \
+		echo "no recorded test audio at $(TEST_AUDIO): installing espeak-ng for synthetic speech"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q espeak-ng; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check realtime tests benchmarks
+
+# pytest exits 5 when it collects nothing; that is not a failure of the code under test.
+test: $(STAMP) sysdeps lint
+	REALTIME_TEST_AUDIO="$(TEST_AUDIO)" $(BIN)/python -m pytest -q -rs --durations=10 $(PYTEST_ARGS); \
+		rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/core
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache test-artifacts

@@ -1,0 +1,79 @@
+"""Caption latency from a recorded event stream (sans-I/O; used by tests and benchmarks).
+
+Events must carry `t`, the receive time in seconds since the first audio was sent (the client adds it). At 1.0x the
+sender's clock and the lecture clock coincide, so a word that ends at lecture time `end` and first shows up as
+committed at receive time `t` has latency `t - end`. Committed words of an utterance are a prefix of its final, so
+the k-th committed word is the final's k-th word, whose `end` comes from the model's word alignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.commit import norm
+
+
+@dataclass(frozen=True)
+class WordLatency:
+    word: str
+    end: float  # lecture time the word ends
+    first_seen: float  # receive time it first appeared (partial, committed or not)
+    committed: float  # receive time it first appeared as committed text (or in the final)
+
+    @property
+    def to_commit(self) -> float:
+        return self.committed - self.end
+
+    @property
+    def to_first(self) -> float:
+        return self.first_seen - self.end
+
+
+def _count(text: str) -> int:
+    return sum(1 for w in text.split() if norm(w) or w)
+
+
+def word_latencies(events: Iterable[dict[str, Any]], speed: float = 1.0) -> list[WordLatency]:
+    commit_t: dict[int, list[float]] = {}  # utterance -> receive time at which word k was first committed
+    seen_t: dict[int, list[float]] = {}
+    out: list[WordLatency] = []
+    for ev in events:
+        utt = ev.get("utterance")
+        if ev["type"] == "partial":
+            _extend(commit_t.setdefault(utt, []), _count(ev["committed"]), ev["t"])
+            _extend(seen_t.setdefault(utt, []), _count(ev["committed"] + " " + ev["unstable"]), ev["t"])
+        elif ev["type"] == "final":
+            commits, seen = commit_t.get(utt, []), seen_t.get(utt, [])
+            for k, w in enumerate(ev.get("words", [])):
+                c = commits[k] if k < len(commits) else ev["t"]
+                s = min(seen[k] if k < len(seen) else ev["t"], c)
+                out.append(WordLatency(w["w"], w["end"] / speed, s, c))
+    return out
+
+
+def _extend(times: list[float], n: int, t: float) -> None:
+    while len(times) < n:
+        times.append(t)
+
+
+def final_delays(events: Iterable[dict[str, Any]], speech_ends: list[float] | None = None,
+                 speed: float = 1.0) -> list[float]:
+    """Receive time of each final minus the end of its last word (or of the matching `speech_ends` entry)."""
+    finals = [e for e in events if e["type"] == "final"]
+    return [f["t"] - f["end"] / speed for f in finals]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "median": round(percentile(values, 50), 3), "p90": round(percentile(values, 90), 3),
+            "p95": round(percentile(values, 95), 3), "max": round(max(values), 3) if values else float("nan")}

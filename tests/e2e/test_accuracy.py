@@ -1,0 +1,38 @@
+"""Each English clip streamed through the real server and model: WER close to offline transcription."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from realtime.client import stream_audio
+from tests.conftest import ARTIFACTS
+from tests.speech import english, wer
+
+pytestmark = pytest.mark.slow
+
+
+def offline_text(model, samples: np.ndarray) -> str:
+    segments, _ = model.transcribe(samples.astype(np.float32) / 32768, beam_size=5, language="en",
+                                   condition_on_previous_text=False)
+    return " ".join(s.text.strip() for s in segments)
+
+
+async def test_streaming_wer_within_margin_of_offline(server, clips, offline_model):
+    rows = []
+    for clip in english(clips):
+        samples = clip.samples()
+        result = await stream_audio(server.url, f"wer-{clip.name}", samples, speed=2.0, language="en")
+        assert result.finals, f"{clip.name}: no final"
+        rows.append({"clip": clip.name, "offline": round(wer(clip.reference, offline_text(offline_model, samples)), 3),
+                     "streaming": round(wer(clip.reference, result.text), 3), "text": result.text})
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "wer.json").write_text(json.dumps(rows, indent=1))
+    print("\n" + "\n".join(f"{r['clip']:16} offline {r['offline']:.3f} streaming {r['streaming']:.3f}" for r in rows))
+    for r in rows:
+        assert r["streaming"] <= r["offline"] + 0.15, r
+    mean_off = sum(r["offline"] for r in rows) / len(rows)
+    mean_stream = sum(r["streaming"] for r in rows) / len(rows)
+    assert mean_stream <= mean_off + 0.05, (mean_off, mean_stream)
