@@ -58,7 +58,8 @@ class Settings:
     partial_beam: int = opt(1, "Beam size for partial decodes.")
     final_beam: int = opt(5, "Beam size for final decodes.")
     encoder_pad_s: float = opt(3.0, "Partial decodes encode only the utterance plus this much padding "
-                               "instead of Whisper's 30 s window (about 3x faster); negative = full window.")
+                               "instead of Whisper's 30 s window: 3x faster; looping decodes are skipped. "
+                               "Negative = full window.")
     final_full_window: bool = opt(True, "Final decodes use the full 30 s encoder window (most accurate).")
     prompt_chars: int = opt(200, "Recent committed text carried as the decoder prompt.")
     max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")

@@ -74,6 +74,14 @@ def cut_repetitions(words: list[HypWord], max_n: int = 6) -> list[HypWord]:
     return words
 
 
+def has_loop(segments: list[Segment]) -> bool:
+    """Whether a decode degenerated into a repetition loop (its words would be cut)."""
+    words = [w for seg in segments for w in seg.words]
+    return len(cut_repetitions(words)) < len(words) - sum(
+        1 for i, w in enumerate(words) if i and norm(w.text) == norm(words[i - 1].text)
+        and w.start - words[i - 1].start < 0.2)
+
+
 def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypWord]:
     """The trustworthy words of a decode.
 

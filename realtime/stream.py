@@ -15,7 +15,7 @@ import numpy as np
 
 from realtime.audio import SAMPLE_RATE, pcm_to_int16
 from realtime.commit import HypWord, LocalAgreement, join_words
-from realtime.hallucination import Segment, clean
+from realtime.hallucination import Segment, clean, has_loop
 from realtime.protocol import Event, Final, Partial, Start, Word
 from realtime.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
 
@@ -198,6 +198,9 @@ class LectureStream:
             return self._finalize(utt, utt.agreement.finish(words), language or self.language)
         utt = self._current
         if utt is None or utt.id != req.utterance:
+            return []
+        if has_loop(segments):
+            # A degenerate decode (a repetition loop) says nothing about what is stable: wait for the next one.
             return []
         self.partials += 1
         utt.agreement.update(words)
