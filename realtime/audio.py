@@ -11,15 +11,6 @@ def pcm_to_int16(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2")
 
 
-def int16_to_float32(samples: np.ndarray) -> np.ndarray:
-    return samples.astype(np.float32) / 32768.0
-
-
-def float32_to_pcm(samples: np.ndarray) -> bytes:
-    clipped = np.clip(samples, -1.0, 1.0 - 1.0 / 32768)
-    return (clipped * 32768.0).astype("<i2").tobytes()
-
-
 class Reframer:
     """Cuts a byte stream of any packet sizes into frames of exactly `frame_bytes`, keeping the remainder."""
 

@@ -58,9 +58,8 @@ def _extend(times: list[float], n: int, t: float) -> None:
         times.append(t)
 
 
-def final_delays(events: Iterable[dict[str, Any]], speech_ends: list[float] | None = None,
-                 speed: float = 1.0) -> list[float]:
-    """Receive time of each final minus the end of its last word (or of the matching `speech_ends` entry)."""
+def final_delays(events: Iterable[dict[str, Any]], speed: float = 1.0) -> list[float]:
+    """Receive time of each final minus the end of its last word."""
     finals = [e for e in events if e["type"] == "final"]
     return [f["t"] - f["end"] / speed for f in finals]
 
