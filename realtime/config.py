@@ -2,7 +2,8 @@
 
 Every tunable lives here as a dataclass field with a default and a help text. The CLI builds its flags from these
 fields and `REALTIME_<NAME>` environment variables override defaults, so the README table, the flags and the
-environment can never drift apart. No other module reads the environment.
+environment share one definition (tests/core/test_config.py checks the README table). No other module reads
+the environment.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Settings:
                      "or a hub name such as large-v3 / large-v3-turbo (needs a download or a local HF cache).")
     device: str = opt("auto", "auto, cpu or cuda.")
     compute_type: str = opt("auto", "CTranslate2 compute type; auto = float16 on cuda, int8 on cpu.")
-    cpu_threads: int = opt(0, "Threads per decoder worker on CPU (0 = all cores).")
+    cpu_threads: int = opt(0, "Threads per decoder worker on CPU (0 = CTranslate2's default: 4 or OMP_NUM_THREADS).")
     workers: int = opt(0, "Concurrent decoder workers (0 = 1 on CPU, 2 on CUDA).")
     cache_dir: str = opt(_default_cache_dir, "Where the shipped model is reassembled.")
     max_speakers: int = opt(0, "Concurrent speaking rooms admitted (0 = 2 per CPU worker, 8 per CUDA worker).")
@@ -57,18 +58,41 @@ class Settings:
     partial_interval_s: float = opt(0.25, "Minimum new audio between two partial decodes of one stream.")
     partial_beam: int = opt(1, "Beam size for partial decodes.")
     final_beam: int = opt(5, "Beam size for final decodes.")
-    encoder_pad_s: float = opt(3.0, "Partial decodes encode only the utterance plus this much padding "
-                               "instead of Whisper's 30 s window: 3x faster; looping decodes are skipped. "
-                               "Negative = full window.")
+    encoder_pad_s: float = opt(3.0, "Partial decodes encode only the utterance plus this much padding instead of "
+                               "Whisper's 30 s window (see benchmarks/README.md). Negative = full window.")
     final_full_window: bool = opt(True, "Final decodes use the full 30 s encoder window (most accurate).")
-    prompt_chars: int = opt(200, "Recent committed text carried as the decoder prompt.")
+    prompt_chars: int = opt(200, "Characters of recent final text carried as the decoder prompt.")
     max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")
     # fan-out and limits
-    listener_queue: int = opt(512, "Events buffered per listener before it is disconnected as too slow.")
+    listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")
     max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
     max_message_bytes: int = opt(65536, "Largest JSON control message.")
     max_room_name: int = opt(64, "Longest room name.")
-    status_interval_s: float = opt(2.0, "Period of `status` events while a speaker is connected.")
+    status_interval_s: float = opt(2.0, "Period of `status` events while a stream is started.")
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings at start-up, not when the first speaker arrives."""
+        checks = [
+            (self.vad_frame_ms in (10, 20, 30), "vad_frame_ms must be 10, 20 or 30"),
+            (0 <= self.vad_aggressiveness <= 3, "vad_aggressiveness must be 0-3"),
+            (0.0 <= self.vad_silero_threshold <= 1.0, "vad_silero_threshold must be within 0-1"),
+            (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
+            (0 < self.port < 65536, "port must be 1-65535"),
+            (self.listener_queue >= 1, "listener_queue must be at least 1"),
+            (self.max_frame_bytes >= 2, "max_frame_bytes must be at least 2"),
+            (self.max_message_bytes >= 256, "max_message_bytes must be at least 256"),
+            (self.max_room_name >= 1, "max_room_name must be at least 1"),
+            (self.max_utterance_s >= 2.0, "max_utterance_s must be at least 2"),
+            (self.partial_interval_s > 0, "partial_interval_s must be positive"),
+            (self.partial_beam >= 1 and self.final_beam >= 1, "beam sizes must be at least 1"),
+            (self.status_interval_s > 0, "status_interval_s must be positive"),
+            (min(self.cpu_threads, self.workers, self.max_speakers, self.prompt_chars, self.vad_preroll_ms,
+                 self.vad_hangover_ms, self.vad_min_speech_ms) >= 0, "counts and durations cannot be negative"),
+            (self.log_level.lower() in ("debug", "info", "warning", "error", "critical"), "unknown log_level"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:

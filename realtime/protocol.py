@@ -7,6 +7,7 @@ typed events into JSON text. Sockets live in server.py; nothing here imports the
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +42,12 @@ CLOSE_BAD_ROOM = 4400
 CLOSE_SLOW_LISTENER = 4408
 CLOSE_SPEAKER_EXISTS = 4409
 
+# The languages Whisper knows (faster_whisper.tokenizer._LANGUAGE_CODES); an unknown one would fail every decode.
+LANGUAGES = frozenset("""
+af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy id is it
+ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn
+so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue
+""".split())
 ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TASKS = ("transcribe", "translate")
 MAX_PROMPT_CHARS = 2000
@@ -104,7 +111,8 @@ def parse_text(raw: str, max_bytes: int) -> Command:
         return Stop()
     if kind == "ping":
         ident = msg.get("id")
-        if ident is not None and not isinstance(ident, (str, int, float)):
+        if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int, float))
+                                  or isinstance(ident, float) and not math.isfinite(ident)):
             raise ProtocolError(BAD_MESSAGE, "ping id must be a string or a number")
         return Ping(ident)
     if not isinstance(kind, str):
@@ -116,9 +124,10 @@ def _parse_start(msg: dict[str, Any]) -> Start:
     language = msg.get("language")
     if language in ("", "auto"):
         language = None
-    if language is not None and (not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?",
-                                                                                     language)):
-        raise ProtocolError(BAD_MESSAGE, "language must be a language code such as 'en', or 'auto'")
+    if isinstance(language, str):
+        language = language.lower().split("-")[0].split("_")[0]  # "en-US" -> "en"
+    if language is not None and language not in LANGUAGES:
+        raise ProtocolError(BAD_MESSAGE, "language must be 'auto' or a code Whisper knows, such as 'en' or 'de'")
     task = msg.get("task", "transcribe")
     if task not in TASKS:
         raise ProtocolError(BAD_MESSAGE, "task must be 'transcribe' or 'translate'")
@@ -191,7 +200,7 @@ class Final(Event):
 @dataclass(frozen=True)
 class Status(Event):
     type: ClassVar[str] = "status"
-    state: str  # idle | live | stopped
+    state: str  # live | stopped
     speaker: bool = False
     listeners: int = 0
     audio_s: float = 0.0

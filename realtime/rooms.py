@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections import deque
 from typing import Any
 
 from realtime.protocol import CLOSE_SLOW_LISTENER, SLOW_LISTENER, Error, Event, Final, Partial, encode
@@ -19,11 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class Connection:
-    """One WebSocket's outbound side: a bounded queue drained by a sender task."""
+    """One WebSocket's outbound side: the catch-up backlog of a joiner, then a bounded queue of live events, both
+    drained by one sender task. The backlog (hello, the finals so far) is unbounded so that any room can be joined;
+    only live events count against the queue limit."""
 
     def __init__(self, role: str, maxsize: int):
         self.role = role
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
+        self.backlog: deque[str] = deque()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(max(1, maxsize))
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -58,6 +62,7 @@ class Room:
         self.name = name
         self.seq = 0
         self.finals: list[dict[str, Any]] = []
+        self._final_texts: list[str] = []  # the same finals, encoded once
         self.partial: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
         self.speaker: Connection | None = None
@@ -79,7 +84,9 @@ class Room:
                 self.partial = None
         elif isinstance(event, Partial):
             self.partial = data if (event.committed or event.unstable) else None
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        text = _dumps(data)
+        if isinstance(event, Final):
+            self._final_texts.append(text)
         for conn in list(self.connections):
             if not conn.offer(text):
                 self.connections.discard(conn)
@@ -90,12 +97,12 @@ class Room:
         """A reply to one connection (hello, error, pong); it repeats the room's current seq."""
         conn.offer(encode(event, self.seq))
 
-    def join(self, conn: Connection) -> None:
-        """Queue what a late joiner missed (finals so far, the current partial), then add it to the fan-out."""
-        for data in self.finals:
-            conn.offer(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    def join(self, conn: Connection, hello: Event) -> None:
+        """Greet a connection, give it what it missed (finals so far, the current partial), add it to the fan-out."""
+        conn.backlog.append(encode(hello, self.seq))
+        conn.backlog.extend(self._final_texts)
         if self.partial is not None:
-            conn.offer(json.dumps(self.partial, ensure_ascii=False, separators=(",", ":")))
+            conn.backlog.append(_dumps(self.partial))
         self.connections.add(conn)
 
     def leave(self, conn: Connection) -> None:
@@ -105,6 +112,10 @@ class Room:
 
     def error(self, conn: Connection, code: str, message: str) -> None:
         self.direct(conn, Error(code, message))
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 class Rooms:

@@ -21,9 +21,11 @@ from realtime.protocol import (
     BAD_ROOM,
     CLOSE_BAD_ROOM,
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_SPEAKER_EXISTS,
     CLOSE_TRY_AGAIN,
+    INTERNAL,
     NOT_A_SPEAKER,
     NOT_STARTED,
     SERVER_FULL,
@@ -67,7 +69,7 @@ def create_app(settings: Settings, engine: Engine) -> web.Application:
     app.router.add_get("/v1/rooms", list_rooms)
     app.router.add_get("/v1/rooms/{room}/transcript", transcript)
     static = Path(settings.static_dir) if settings.static_dir else default_static_dir()
-    if static.is_dir():
+    if (static / "index.html").is_file():
         app.router.add_get("/", lambda _: web.FileResponse(static / "index.html"))
         app.router.add_static("/static/", static, follow_symlinks=False)
 
@@ -110,6 +112,8 @@ async def _open(request: web.Request, role: str) -> tuple[web.WebSocketResponse,
 async def _sender(ws: web.WebSocketResponse, conn: Connection) -> None:
     """Drain a connection's queue into its socket; close it with the code a producer asked for."""
     try:
+        while conn.backlog and conn.close_code is None:
+            await ws.send_str(conn.backlog.popleft())
         while True:
             text = await conn.queue.get()
             if text is None:
@@ -144,8 +148,7 @@ async def listener_ws(request: web.Request) -> web.WebSocketResponse:
         return ws
     settings = request.app[SETTINGS]
     sender = asyncio.get_running_loop().create_task(_sender(ws, conn))
-    room.direct(conn, Hello(room.name, "listener", PROTOCOL_VERSION, _model_name(request), len(room.finals)))
-    room.join(conn)
+    room.join(conn, Hello(room.name, "listener", PROTOCOL_VERSION, _model_name(request), len(room.finals)))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
@@ -241,8 +244,7 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
         return ws
     room.speaker = conn
     session = SpeakerSession(request, room, conn)
-    room.direct(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
-    room.join(conn)
+    room.join(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
     beat = asyncio.get_running_loop().create_task(session.heartbeat())
     close_code = CLOSE_NORMAL
     try:
@@ -263,6 +265,11 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
                 if exc.code in (SERVER_FULL, SPEAKER_EXISTS):
                     close_code = CLOSE_TRY_AGAIN if exc.code == SERVER_FULL else CLOSE_SPEAKER_EXISTS
                     break
+            except Exception:
+                log.exception("room %s: speaker message failed", room.name)
+                room.error(conn, INTERNAL, "internal server error; the lecture so far is kept")
+                close_code = CLOSE_INTERNAL
+                break
             if conn.close_code is not None:
                 break
     finally:

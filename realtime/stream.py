@@ -117,7 +117,7 @@ class LectureStream:
                 utt.speech_end = ev.t + self.t0
                 if ev.discarded and not utt.agreement.committed:
                     if utt.shown:
-                        out.append(Partial(utt.id, utt.offset, "", "", utt.speech_end))
+                        out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(ev.t + self.t0, 3)))
                     continue
                 self._ended.append(utt)
         if self._current is not None:
@@ -210,10 +210,10 @@ class LectureStream:
             out += self._finalize(utt, committed, language or self.language, keep_open=True)
             utt.trim_before(committed[-1].end)
         committed, unstable = join_words(utt.agreement.committed), join_words(utt.agreement.unstable)
-        shown = committed + "\x00" + unstable
+        shown = committed + "\x00" + unstable if committed or unstable else ""
         if shown != utt.shown:
             utt.shown = shown
-            out.append(Partial(utt.id, utt.offset, committed, unstable, round(req.end, 3)))
+            out.append(Partial(utt.id, round(utt.offset, 3), committed, unstable, round(req.end, 3)))
         return out
 
     def _finalize(self, utt: _Utterance, words: list[HypWord], language: str | None,
@@ -227,7 +227,8 @@ class LectureStream:
             out.append(Final(-1, utt.id, round(words[0].start, 3), round(words[-1].end, 3), text, language,
                              [Word(w.text, round(w.start, 3), round(w.end, 3), round(w.prob, 3)) for w in words]))
         elif utt.shown:
-            out.append(Partial(utt.id, utt.offset, "", "", round(utt.offset + utt.duration, 3)))
+            out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(utt.offset + utt.duration, 3)))
+            utt.shown = ""
         if keep_open:
             utt.id = self._take_id()
             utt.shown = ""

@@ -80,3 +80,23 @@ def test_every_field_has_help_and_a_flag() -> None:
     for f in Settings.fields():
         assert f.metadata["help"], f.name
         assert f.name in flags
+
+
+def test_readme_table_lists_every_setting_with_its_default() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for f in Settings.fields():
+        flag, env = "--" + f.name.replace("_", "-"), f"REALTIME_{f.name.upper()}"
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{flag}` |")]
+        assert rows, f"README configuration table lacks {flag}"
+        assert f"`{env}`" in rows[0]
+
+
+def test_impossible_settings_are_refused_at_startup() -> None:
+    import pytest
+
+    for kw in ({"vad_frame_ms": 25}, {"vad_aggressiveness": 4}, {"listener_queue": 0}, {"port": 0},
+               {"device": "tpu"}, {"workers": -1}):
+        with pytest.raises(ValueError):
+            Settings(**kw)

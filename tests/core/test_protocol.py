@@ -61,7 +61,16 @@ def test_start_auto_language_means_detect(language: str | None) -> None:
 
 
 def test_start_accepts_region_suffix_and_null_prompt() -> None:
-    assert parse({"type": "start", "language": "zh-Hant", "prompt": None}) == Start(language="zh-Hant")
+    assert parse({"type": "start", "language": "zh-Hant", "prompt": None}) == Start(language="zh")
+    assert parse({"type": "start", "language": "en-US"}) == Start(language="en")
+    assert parse({"type": "start", "language": "EN"}) == Start(language="en")
+
+
+def test_ping_id_must_be_a_finite_string_or_number() -> None:
+    for bad in ('true', 'NaN', 'Infinity', '[1]'):
+        with pytest.raises(ProtocolError) as err:
+            parse_text('{"type": "ping", "id": ' + bad + '}', 65536)
+        assert err.value.code == BAD_MESSAGE
 
 
 def test_stop_and_ping() -> None:
@@ -94,7 +103,8 @@ def test_missing_or_non_string_type(raw: str) -> None:
     "fields",
     [
         {"language": "english"},
-        {"language": "EN"},
+        {"language": "xx"},
+        {"language": "klingon"},
         {"language": 5},
         {"task": "summarize"},
         {"task": None},
