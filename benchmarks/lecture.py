@@ -37,6 +37,9 @@ async def run(args: argparse.Namespace, server_args: list[str]) -> dict:
     try:
         result = await stream_audio(server.url, "bench", lecture.audio, speed=args.speed, language="en")
         lat = word_latencies(result.events, args.speed)
+        out = ROOT / "benchmarks" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "lecture-events.jsonl").write_text("\n".join(json.dumps(e) for e in result.events))
         return {
             "speed": args.speed, "server_args": server_args, "audio_s": round(len(lecture.audio) / 16000, 1),
             "finals": len(result.finals),

@@ -61,7 +61,8 @@ class Settings:
     encoder_pad_s: float = opt(3.0, "Partial decodes encode only the utterance plus this much padding instead of "
                                "Whisper's 30 s window (see benchmarks/README.md). Negative = full window.")
     final_full_window: bool = opt(True, "Final decodes use the full 30 s encoder window (most accurate).")
-    prompt_chars: int = opt(200, "Characters of recent final text carried as the decoder prompt.")
+    prompt_chars: int = opt(0, "Characters of recent final text carried as the decoder prompt (off by default: "
+                            "with base it raised lecture WER from 0.111 to 0.167 by echoing earlier text).")
     max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")
     # fan-out and limits
     listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")

@@ -56,12 +56,14 @@ def is_phantom(words: list[HypWord]) -> bool:
 
 
 def cut_repetitions(words: list[HypWord], max_n: int = 6) -> list[HypWord]:
-    """Cut a hypothesis where an n-gram starts repeating back to back (a single word 4 times, longer n-grams 3).
-
-    A word repeated with almost no time between the two onsets is a decoder stutter, not speech: dropped.
-    """
+    """Drop decoder stutters (a word repeated with almost no time between the two onsets), then cut the hypothesis
+    where an n-gram starts repeating back to back (a single word 4 times, longer n-grams 3)."""
     words = [w for i, w in enumerate(words)
              if not (i and norm(w.text) == norm(words[i - 1].text) and w.start - words[i - 1].start < 0.2)]
+    return _cut_loop(words, max_n)
+
+
+def _cut_loop(words: list[HypWord], max_n: int = 6) -> list[HypWord]:
     keys = [norm(w.text) for w in words]
     for i in range(len(keys)):
         for n in range(1, max_n + 1):
@@ -75,11 +77,9 @@ def cut_repetitions(words: list[HypWord], max_n: int = 6) -> list[HypWord]:
 
 
 def has_loop(segments: list[Segment]) -> bool:
-    """Whether a decode degenerated into a repetition loop (its words would be cut)."""
+    """Whether a decode degenerated into a repetition loop."""
     words = [w for seg in segments for w in seg.words]
-    return len(cut_repetitions(words)) < len(words) - sum(
-        1 for i, w in enumerate(words) if i and norm(w.text) == norm(words[i - 1].text)
-        and w.start - words[i - 1].start < 0.2)
+    return len(_cut_loop(words)) < len(words)
 
 
 def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypWord]:

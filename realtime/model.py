@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.commit import HypWord
-from realtime.hallucination import Segment
+from realtime.hallucination import Segment, has_loop
 from realtime.stream import DecodeRequest
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class WhisperDecoder:
         self.device, self.compute_type = pick_device(device, compute_type)
         self.options = options or DecodeOptions()
         self.workers = workers
+        self.loop_retries = 0  # trimmed-window partials re-decoded with the full window
         self._local = threading.local()
         from faster_whisper import WhisperModel
 
@@ -176,18 +177,31 @@ class WhisperDecoder:
         self.decode(DecodeRequest("partial", 0, audio, 0.0, "", "en", "transcribe", None))
 
     def decode(self, req: DecodeRequest) -> tuple[list[Segment], str | None]:
-        """Blocking: transcribe one utterance buffer. Word times are relative to the buffer start."""
+        """Blocking: transcribe one utterance buffer. Word times are relative to the buffer start.
+
+        A partial decoded with the trimmed encoder window that falls into a repetition loop (base does on buffers
+        of a few seconds) is decoded again with the full window, so the listener still sees a sensible partial.
+        """
         audio = req.audio.astype(np.float32) / 32768.0
         seconds = len(audio) / 16000
         final = req.kind == "final"
         opts = self.options
         full_window = opts.encoder_pad_s < 0 or (final and opts.final_full_window) or seconds + opts.encoder_pad_s > 30
-        self._local.encoder_frames = None if full_window else int((seconds + opts.encoder_pad_s) * 100)
-        language = req.language if self.multilingual else "en"
+        frames = None if full_window else int((seconds + opts.encoder_pad_s) * 100)
+        segments, language = self._transcribe(req, audio, frames)
+        if frames is not None and has_loop(segments):
+            self.loop_retries += 1
+            segments, language = self._transcribe(req, audio, None)
+        return segments, language
+
+    def _transcribe(self, req: DecodeRequest, audio: np.ndarray, encoder_frames: int | None):
+        final = req.kind == "final"
+        opts = self.options
+        self._local.encoder_frames = encoder_frames
         try:
             segments, info = self.model.transcribe(
                 audio,
-                language=language,
+                language=req.language if self.multilingual else "en",
                 task=req.task if self.multilingual else "transcribe",
                 beam_size=opts.final_beam if final else opts.partial_beam,
                 best_of=1,
@@ -197,7 +211,7 @@ class WhisperDecoder:
                 initial_prompt=req.prompt or None,
                 vad_filter=False,
                 without_timestamps=False,
-                max_new_tokens=None if final else int(seconds * 8) + 16,
+                max_new_tokens=None if final else int(len(audio) / 16000 * 8) + 16,
                 suppress_blank=True,
                 hallucination_silence_threshold=None,
             )

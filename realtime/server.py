@@ -307,6 +307,7 @@ async def healthz(request: web.Request) -> web.Response:
         "decodes": stats.decodes,
         "decode_s": {k: round(v, 2) for k, v in stats.decode_s.items()},
         "decode_errors": stats.errors,
+        "loop_retries": getattr(decoder, "loop_retries", 0),
         "refused": stats.refused,
     })
 

@@ -25,7 +25,7 @@ class StreamConfig:
     partial_interval_s: float = 0.25
     max_utterance_s: float = 12.0
     max_lag_s: float = 4.0
-    prompt_chars: int = 200
+    prompt_chars: int = 0
 
 
 @dataclass
@@ -54,6 +54,7 @@ class _Utterance:
     speech_end: float | None = None
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     shown: str = ""  # last partial text sent, to skip repeats
+    hyp_end: float = 0.0  # stream time up to which the latest applied hypothesis heard the audio
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -118,6 +119,11 @@ class LectureStream:
                 if ev.discarded and not utt.agreement.committed:
                     if utt.shown:
                         out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(ev.t + self.t0, 3)))
+                    continue
+                if utt.agreement.committed and not utt.agreement.unstable and utt.hyp_end >= utt.speech_end + 0.1:
+                    # Two decodes that heard the whole utterance agreed on all of it: a final decode would only
+                    # repeat them, so the final is out now and the decoder is free for the next speaker.
+                    out += self._finalize(utt, utt.agreement.finish([]), self.language)
                     continue
                 self._ended.append(utt)
         if self._current is not None:
@@ -204,6 +210,7 @@ class LectureStream:
             return []
         self.partials += 1
         utt.agreement.update(words)
+        utt.hyp_end = req.end
         out: list[Event] = []
         if utt.duration >= self.config.max_utterance_s and utt.agreement.committed:
             committed = utt.agreement.cut()

@@ -27,6 +27,7 @@ def silence(seconds: float) -> bytes:
 def make_stream(t0: float = 0.0, prompt: str = "", **config: float) -> LectureStream:
     """30 ms frames, 300 ms pre-roll, 300 ms hangover, 180 ms minimum speech; voiced = any non-zero sample."""
     seg = Segmenter(lambda frame: any(frame), frame_ms=30, preroll_ms=300, hangover_ms=300, min_speech_ms=180)
+    config.setdefault("prompt_chars", 200)
     return LectureStream(seg, Start(language="en", prompt=prompt), StreamConfig(**config), t0=t0)
 
 
@@ -255,3 +256,25 @@ def test_t0_offsets_all_times() -> None:
     [final] = finals(s.on_result(final_req, result("alpha beta", start=0.05)))
     assert final.start == pytest.approx(100.05) and final.end == pytest.approx(100.45)
     assert final.words[0].start == pytest.approx(100.05)
+
+
+def test_fully_agreed_utterance_is_finalised_without_a_final_decode() -> None:
+    s = make_stream()
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.27))  # still inside the hangover: the decodes hear the silence after the words
+    assert partials(s.on_result(request(s, "partial"), result("hello there"))) == [("hello there", "")]
+    events = s.feed(silence(0.1))  # hangover over
+    assert [f.text for f in finals(events)] == ["hello there"]
+    assert s.next_request() is None
+
+
+def test_unagreed_tail_still_gets_a_final_decode() -> None:
+    s = make_stream()
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.27))
+    s.on_result(request(s, "partial"), result("hello there friend"))
+    assert finals(s.feed(silence(0.1))) == []
+    req = request(s, "final")
+    assert [f.text for f in finals(s.on_result(req, result("hello there friend")))] == ["hello there friend"]
