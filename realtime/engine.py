@@ -97,6 +97,10 @@ class Engine:
     def queue_depth(self) -> int:
         return sum(h.stream.pending_finals + h.stream.wants_partial() for h in self._handles.values())
 
+    def lags(self) -> dict[str, float]:
+        """Each admitted stream's lag behind its audio, by room."""
+        return {key: round(h.stream.lag_s, 2) for key, h in self._handles.items()}
+
     def kick(self) -> None:
         self._wake.set()
 

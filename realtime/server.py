@@ -303,7 +303,7 @@ async def healthz(request: web.Request) -> web.Response:
         "max_speakers": engine.max_speakers,
         "listeners": sum(r.listeners for r in rooms),
         "queue": engine.queue_depth,
-        "lag_s": {r.name: round(h.stream.lag_s, 2) for r in rooms if (h := engine._handles.get(r.name))},
+        "lag_s": engine.lags(),
         "decodes": stats.decodes,
         "decode_s": {k: round(v, 2) for k, v in stats.decode_s.items()},
         "decode_errors": stats.errors,
