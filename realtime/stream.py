@@ -120,9 +120,10 @@ class LectureStream:
                     if utt.shown:
                         out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(ev.t + self.t0, 3)))
                     continue
-                if utt.agreement.committed and not utt.agreement.unstable and utt.hyp_end >= utt.speech_end + 0.1:
+                agreed = utt.agreement.committed and not utt.agreement.unstable
+                if agreed and utt.hyp_end >= utt.speech_end + 0.1 and not self._ended:
                     # Two decodes that heard the whole utterance agreed on all of it: a final decode would only
-                    # repeat them, so the final is out now and the decoder is free for the next speaker.
+                    # repeat them, so the final is out now (unless an earlier final is still owed: order first).
                     out += self._finalize(utt, utt.agreement.finish([]), self.language)
                     continue
                 self._ended.append(utt)

@@ -278,3 +278,15 @@ def test_unagreed_tail_still_gets_a_final_decode() -> None:
     assert finals(s.feed(silence(0.1))) == []
     req = request(s, "final")
     assert [f.text for f in finals(s.on_result(req, result("hello there friend")))] == ["hello there friend"]
+
+
+def test_finals_are_owed_in_utterance_order() -> None:
+    s = make_stream()
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("first one"))
+    s.feed(silence(0.4))  # utterance 0 ends unagreed: it owes a final decode
+    s.feed(voiced(0.6))
+    assert request(s, "final").utterance == 0  # the final comes first; keep it pending while utterance 1 runs
+    # no partials for utterance 1 while utterance 0 owes its final: it ends and queues behind it, never before
+    s.feed(silence(0.4))
+    assert [u.id for u in s._ended] == [0, 1]
