@@ -52,9 +52,16 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
     stopped = asyncio.Event()
     t0 = time.monotonic()
 
+    history_until = -1  # a speaker joining a room that already has captions is sent them first: not ours
+
     async def receive(ws) -> None:
+        nonlocal history_until
         async for raw in ws:
             event = json.loads(raw)
+            if event["type"] == "hello":
+                history_until = event["seq"]
+            elif event["type"] in ("final", "partial") and event["seq"] <= history_until:
+                continue
             event["t"] = round(time.monotonic() - t0, 4)
             result.events.append(event)
             if on_event:

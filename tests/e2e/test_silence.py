@@ -1,4 +1,4 @@
-"""No captions out of silence or noise, and the spoken language is detected when not given."""
+"""No captions out of silence or noise; language detection; a room's second stream continues its clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from realtime.client import stream_audio
-from tests.speech import wer
+from tests.speech import english, wer
 
 pytestmark = pytest.mark.slow
 
@@ -32,3 +32,12 @@ async def test_language_is_detected_when_not_given(server, clips):
     assert result.finals
     assert {f["language"] for f in result.finals} == {"de"}
     assert wer(clip.reference, result.text) < 0.5, result.text
+
+
+async def test_a_second_stream_into_a_room_reports_only_its_own_captions(server, clips):
+    short = sorted(english(clips), key=lambda c: len(c.samples()))[:2]
+    first = await stream_audio(server.url, "two-takes", short[0].samples(), speed=0, language="en")
+    second = await stream_audio(server.url, "two-takes", short[1].samples(), speed=0, language="en")
+    assert first.finals and second.finals
+    assert {f["id"] for f in first.finals}.isdisjoint(f["id"] for f in second.finals)
+    assert second.finals[0]["start"] >= first.finals[-1]["end"]  # the lecture clock continues
