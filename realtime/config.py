@@ -64,6 +64,10 @@ class Settings:
     prompt_chars: int = opt(0, "Characters of recent final text carried as the decoder prompt (off by default: "
                             "with base it raised lecture WER from 0.111 to 0.167 by echoing earlier text).")
     max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")
+    # notes
+    notes: bool = opt(True, "Keep live notes (extractive TextRank until an LLM is configured).")
+    notes_interval_s: float = opt(45.0, "Notes are updated at most this long after new text arrives.")
+    notes_min_words: int = opt(120, "Notes are updated early once this many new words were committed.")
     # fan-out and limits
     listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")
     max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
@@ -87,6 +91,7 @@ class Settings:
             (self.partial_interval_s > 0, "partial_interval_s must be positive"),
             (self.partial_beam >= 1 and self.final_beam >= 1, "beam sizes must be at least 1"),
             (self.status_interval_s > 0, "status_interval_s must be positive"),
+            (self.notes_interval_s > 0 and self.notes_min_words > 0, "notes cadence must be positive"),
             (min(self.cpu_threads, self.workers, self.max_speakers, self.prompt_chars, self.vad_preroll_ms,
                  self.vad_hangover_ms, self.vad_min_speech_ms) >= 0, "counts and durations cannot be negative"),
             (self.log_level.lower() in ("debug", "info", "warning", "error", "critical"), "unknown log_level"),

@@ -210,6 +210,19 @@ class Status(Event):
 
 
 @dataclass(frozen=True)
+class Notes(Event):
+    """The lecture's bullet notes at `version`: the full list plus what changed since the previous version."""
+
+    type: ClassVar[str] = "notes"
+    version: int
+    source: str  # "extractive" (offline ranking) or "llm"
+    bullets: list[dict[str, Any]]  # {id, text (Markdown), refs: [final ids], parent: id or null}
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Hello(Event):
     type: ClassVar[str] = "hello"
     room: str

@@ -11,10 +11,13 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections import deque
 from typing import Any
 
-from realtime.protocol import CLOSE_SLOW_LISTENER, SLOW_LISTENER, Error, Event, Final, Partial, encode
+from realtime.notes.scheduler import NotesScheduler
+from realtime.notes.state import NotesState
+from realtime.protocol import CLOSE_SLOW_LISTENER, SLOW_LISTENER, Error, Event, Final, Notes, Partial, encode
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ class Room:
         self.connections: set[Connection] = set()
         self.speaker: Connection | None = None
         self.audio_s = 0.0  # lecture time so far (sum over the room's streams)
+        self.notes = NotesState()
+        self.notes_schedule = NotesScheduler()
+        self._notes_text: str | None = None  # the latest notes event, for late joiners
 
     @property
     def listeners(self) -> int:
@@ -87,6 +93,9 @@ class Room:
         text = _dumps(data)
         if isinstance(event, Final):
             self._final_texts.append(text)
+            self.notes_schedule.add_final(event.text, time.monotonic())
+        elif isinstance(event, Notes):
+            self._notes_text = text
         for conn in list(self.connections):
             if not conn.offer(text):
                 self.connections.discard(conn)
@@ -103,6 +112,8 @@ class Room:
         conn.backlog.extend(self._final_texts)
         if self.partial is not None:
             conn.backlog.append(_dumps(self.partial))
+        if self._notes_text is not None:
+            conn.backlog.append(self._notes_text)
         self.connections.add(conn)
 
     def leave(self, conn: Connection) -> None:
@@ -119,13 +130,17 @@ def _dumps(data: dict[str, Any]) -> str:
 
 
 class Rooms:
-    def __init__(self) -> None:
+    def __init__(self, notes_interval_s: float = 45.0, notes_min_words: int = 120) -> None:
         self._rooms: dict[str, Room] = {}
+        self.notes_interval_s = notes_interval_s
+        self.notes_min_words = notes_min_words
 
     def get(self, name: str) -> Room:
         room = self._rooms.get(name)
         if room is None:
             room = self._rooms[name] = Room(name)
+            room.notes_schedule.interval_s = self.notes_interval_s
+            room.notes_schedule.min_new_words = self.notes_min_words
         return room
 
     def find(self, name: str) -> Room | None:

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from realtime import PROTOCOL_VERSION, __version__
 from realtime.config import Settings
 from realtime.engine import Engine, Handle
+from realtime.notes.service import NotesService
 from realtime.protocol import (
     ALREADY_STARTED,
     BAD_ROOM,
@@ -51,6 +52,7 @@ ENGINE = web.AppKey("engine", Engine)
 ROOMS = web.AppKey("rooms", Rooms)
 SETTINGS = web.AppKey("settings", Settings)
 STARTED = web.AppKey("started", float)
+NOTES = web.AppKey("notes", NotesService)
 
 
 def default_static_dir() -> Path:
@@ -61,7 +63,8 @@ def create_app(settings: Settings, engine: Engine) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[ENGINE] = engine
-    app[ROOMS] = Rooms()
+    app[ROOMS] = Rooms(settings.notes_interval_s, settings.notes_min_words)
+    notes = app[NOTES] = NotesService(app[ROOMS])
     app[STARTED] = time.time()
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
@@ -73,8 +76,12 @@ def create_app(settings: Settings, engine: Engine) -> web.Application:
         app.router.add_get("/", lambda _: web.FileResponse(static / "index.html"))
         app.router.add_static("/static/", static, follow_symlinks=False)
 
+    background: list[asyncio.Task] = []
+
     async def on_startup(app: web.Application) -> None:
         engine.start()
+        if settings.notes:
+            background.append(asyncio.get_running_loop().create_task(notes.run(), name="notes"))
 
     async def on_shutdown(app: web.Application) -> None:
         for room in app[ROOMS]:
@@ -82,6 +89,8 @@ def create_app(settings: Settings, engine: Engine) -> web.Application:
                 conn.close(CLOSE_GOING_AWAY, "server shutting down")
 
     async def on_cleanup(app: web.Application) -> None:
+        for task in background:
+            task.cancel()
         await engine.close()
 
     app.on_startup.append(on_startup)
@@ -184,6 +193,7 @@ class SpeakerSession:
         self.conn = conn
         self.handle: Handle | None = None
         self.model = _model_name(request)
+        self.notes = request.app[NOTES] if self.settings.notes else None
 
     def status(self, state: str) -> Status:
         s = self.handle.stream if self.handle else None
@@ -224,6 +234,8 @@ class SpeakerSession:
         self.engine.finish(handle)
         await handle.done.wait()
         self.room.audio_s = handle.stream.received_s
+        if self.notes is not None:
+            await self.notes.update(self.room)  # the notes cover the whole lecture before `stopped`
         self.room.publish(self.status("stopped"))
 
     async def heartbeat(self) -> None:
@@ -309,6 +321,7 @@ async def healthz(request: web.Request) -> web.Response:
         "decode_errors": stats.errors,
         "loop_retries": getattr(decoder, "loop_retries", 0),
         "refused": stats.refused,
+        "notes": {"updates": request.app[NOTES].updates, "failures": request.app[NOTES].failures},
     })
 
 

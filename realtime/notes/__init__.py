@@ -1,0 +1,1 @@
+"""Live notes: a bounded window of the transcript turned into bullet points (LLM or extractive), kept as versions."""
