@@ -12,6 +12,7 @@ from aiohttp import web
 from realtime.config import Settings
 from realtime.engine import Engine
 from realtime.model import DecodeOptions, ModelError, WhisperDecoder, pick_device
+from realtime.notes.llm import LLMClient, LLMConfig
 from realtime.server import create_app
 
 log = logging.getLogger("realtime")
@@ -30,6 +31,14 @@ def build_engine(settings: Settings, decoder: WhisperDecoder) -> Engine:
     per_worker = 8 if decoder.device == "cuda" else 2
     max_speakers = settings.max_speakers or per_worker * decoder.workers
     return Engine(decoder, decoder.workers, max_speakers)
+
+
+def build_llm(settings: Settings) -> LLMClient | None:
+    if not settings.llm_model:
+        return None
+    return LLMClient(LLMConfig(settings.llm_model, settings.llm_base_url or None, settings.llm_api_key,
+                               settings.llm_temperature, settings.llm_max_tokens, settings.llm_timeout_s,
+                               settings.llm_retries))
 
 
 def install_uvloop() -> bool:
@@ -56,7 +65,7 @@ def run_server(settings: Settings) -> int:
     log.warning("model %s loaded from %s on %s/%s in %.1f s (workers %d, loop %s)", settings.model, decoder.path,
                 decoder.device, decoder.compute_type, decoder.load_s, decoder.workers,
                 "uvloop" if fast_loop else "asyncio")
-    app = create_app(settings, build_engine(settings, decoder))
+    app = create_app(settings, build_engine(settings, decoder), build_llm(settings))
     print(f"realtime serving on http://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 handle_signals=True, shutdown_timeout=10)

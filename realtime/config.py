@@ -68,12 +68,27 @@ class Settings:
     notes: bool = opt(True, "Keep live notes (extractive TextRank until an LLM is configured).")
     notes_interval_s: float = opt(45.0, "Notes are updated at most this long after new text arrives.")
     notes_min_words: int = opt(120, "Notes are updated early once this many new words were committed.")
+    notes_language: str = opt("", "Language of the notes, e.g. 'Chinese' (empty: the lecture's language).")
+    llm_model: str = opt("", "LLM model for notes, e.g. gpt-4o-mini, deepseek-chat, llama3.1 (empty: extractive).")
+    llm_base_url: str = opt("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (empty: OpenAI).")
+    llm_api_key: str = opt("", "API key for the LLM (falls back to OPENAI_API_KEY).", secret=True)
+    llm_temperature: float = opt(0.2, "LLM sampling temperature.")
+    llm_max_tokens: int = opt(1500, "Longest LLM answer, in tokens.")
+    llm_timeout_s: float = opt(30.0, "Timeout of one LLM call.")
+    llm_retries: int = opt(3, "Retries of a failed LLM call (backoff with jitter; 429 Retry-After respected).")
+    llm_window_tokens: int = opt(3000, "Prompt budget of one notes update: the transcript window is cut to fit.")
+    llm_room_token_budget: int = opt(200000, "LLM tokens one room may spend; then its notes stay extractive.")
     # fan-out and limits
     listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")
     max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
     max_message_bytes: int = opt(65536, "Largest JSON control message.")
     max_room_name: int = opt(64, "Longest room name.")
     status_interval_s: float = opt(2.0, "Period of `status` events while a stream is started.")
+
+    def __repr__(self) -> str:  # keys never reach logs
+        shown = {f.name: ("***" if f.metadata.get("secret") and getattr(self, f.name) else getattr(self, f.name))
+                 for f in self.fields()}
+        return f"Settings({shown})"
 
     def __post_init__(self) -> None:
         """Refuse impossible settings at start-up, not when the first speaker arrives."""
@@ -92,6 +107,8 @@ class Settings:
             (self.partial_beam >= 1 and self.final_beam >= 1, "beam sizes must be at least 1"),
             (self.status_interval_s > 0, "status_interval_s must be positive"),
             (self.notes_interval_s > 0 and self.notes_min_words > 0, "notes cadence must be positive"),
+            (self.llm_timeout_s > 0 and self.llm_retries >= 0 and self.llm_max_tokens > 0, "bad LLM limits"),
+            (self.llm_window_tokens >= 500, "llm_window_tokens must be at least 500"),
             (min(self.cpu_threads, self.workers, self.max_speakers, self.prompt_chars, self.vad_preroll_ms,
                  self.vad_hangover_ms, self.vad_min_speech_ms) >= 0, "counts and durations cannot be negative"),
             (self.log_level.lower() in ("debug", "info", "warning", "error", "critical"), "unknown log_level"),
@@ -115,6 +132,8 @@ class Settings:
                 values[f.name] = _coerce(f, raw)
             if args is not None and getattr(args, f.name, None) is not None:
                 values[f.name] = getattr(args, f.name)
+        if not values.get("llm_api_key") and env.get("OPENAI_API_KEY"):
+            values["llm_api_key"] = env["OPENAI_API_KEY"]
         return cls(**values)
 
     @classmethod

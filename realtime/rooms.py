@@ -73,6 +73,10 @@ class Room:
         self.notes = NotesState()
         self.notes_schedule = NotesScheduler()
         self._notes_text: str | None = None  # the latest notes event, for late joiners
+        self.notes_first_new = 0  # finals from this index on are not in the notes yet
+        self.notes_busy = False
+        self.llm_tokens = 0
+        self.glossary = ""  # the speaker's start prompt: course terms
 
     @property
     def listeners(self) -> int:

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from realtime import PROTOCOL_VERSION, __version__
 from realtime.config import Settings
 from realtime.engine import Engine, Handle
+from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
 from realtime.protocol import (
     ALREADY_STARTED,
@@ -59,12 +60,14 @@ def default_static_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "static"
 
 
-def create_app(settings: Settings, engine: Engine) -> web.Application:
+def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[ROOMS] = Rooms(settings.notes_interval_s, settings.notes_min_words)
-    notes = app[NOTES] = NotesService(app[ROOMS])
+    notes = app[NOTES] = NotesService(app[ROOMS], llm, window_tokens=settings.llm_window_tokens,
+                                      room_token_budget=settings.llm_room_token_budget,
+                                      language=settings.notes_language)
     app[STARTED] = time.time()
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
@@ -91,6 +94,8 @@ def create_app(settings: Settings, engine: Engine) -> web.Application:
     async def on_cleanup(app: web.Application) -> None:
         for task in background:
             task.cancel()
+        if llm is not None:
+            await llm.close()
         await engine.close()
 
     app.on_startup.append(on_startup)
@@ -212,6 +217,7 @@ class SpeakerSession:
                               min_speech_ms=st.vad_min_speech_ms)
         config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars)
         stream = LectureStream(segmenter, cmd, config, t0=self.room.audio_s)
+        self.room.glossary = cmd.prompt
         self.handle = self.engine.admit(self.room.name, stream, self.room.publish)
         self.room.publish(self.status("live"))
 
@@ -235,7 +241,7 @@ class SpeakerSession:
         await handle.done.wait()
         self.room.audio_s = handle.stream.received_s
         if self.notes is not None:
-            await self.notes.update(self.room)  # the notes cover the whole lecture before `stopped`
+            await self.notes.flush(self.room)
         self.room.publish(self.status("stopped"))
 
     async def heartbeat(self) -> None:
@@ -321,8 +327,17 @@ async def healthz(request: web.Request) -> web.Response:
         "decode_errors": stats.errors,
         "loop_retries": getattr(decoder, "loop_retries", 0),
         "refused": stats.refused,
-        "notes": {"updates": request.app[NOTES].updates, "failures": request.app[NOTES].failures},
+        "notes": _notes_health(request.app[NOTES]),
     })
+
+
+def _notes_health(notes: NotesService) -> dict:
+    usage = notes.llm.usage if notes.llm else None
+    return {"engine": "llm" if notes.llm else "extractive", "updates": notes.updates, "failures": notes.failures,
+            "last_latency_s": round(notes.last_latency_s, 3),
+            "llm": None if usage is None else {"model": notes.llm.config.model, "calls": usage.calls,
+                                               "errors": usage.errors, "prompt_tokens": usage.prompt_tokens,
+                                               "completion_tokens": usage.completion_tokens}}
 
 
 async def list_rooms(request: web.Request) -> web.Response:

@@ -1,0 +1,111 @@
+"""Chat completions against any OpenAI-compatible endpoint (OpenAI, DeepSeek, vLLM, llama.cpp, Ollama).
+
+Our own retry loop around `AsyncOpenAI` (whose built-in retries are off): a timeout per call, exponential backoff
+with jitter, a 429's Retry-After respected, client errors (401, 400, ...) not retried. Token usage is counted so
+rooms can be held to a budget and the totals reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    model: str
+    base_url: str | None = None
+    api_key: str = ""
+    temperature: float = 0.2
+    max_tokens: int = 1500
+    timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    json_mode: bool = True  # ask for response_format json_object (OpenAI, DeepSeek, vLLM, llama.cpp, Ollama)
+
+
+class LLMError(RuntimeError):
+    """The LLM could not give an answer (after retries); the message says why in one line."""
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class LLMClient:
+    def __init__(self, config: LLMConfig):
+        from openai import AsyncOpenAI
+
+        self.config = config
+        self.usage = Usage()
+        self._client = AsyncOpenAI(base_url=config.base_url or None, api_key=config.api_key or "not-needed",
+                                   timeout=config.timeout_s, max_retries=0)
+
+    async def complete(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+        """The answer's text and the tokens it cost."""
+        import openai
+
+        cfg = self.config
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if cfg.json_mode else {}
+        last = "no attempt"
+        for attempt in range(cfg.retries + 1):
+            self.usage.calls += 1
+            try:
+                response = await self._client.chat.completions.create(
+                    model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                    **extra)
+                tokens = 0
+                if response.usage is not None:
+                    self.usage.prompt_tokens += response.usage.prompt_tokens or 0
+                    self.usage.completion_tokens += response.usage.completion_tokens or 0
+                    tokens = response.usage.total_tokens or 0
+                if not response.choices or response.choices[0].message.content is None:
+                    raise LLMError("the answer has no content")
+                return response.choices[0].message.content, tokens
+            except openai.RateLimitError as exc:
+                self.usage.errors += 1
+                last = "rate limited (429)"
+                delay = _retry_after(exc) or self._backoff(attempt)
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError) as exc:
+                self.usage.errors += 1
+                last = f"{type(exc).__name__}"
+                delay = self._backoff(attempt)
+            except openai.APIStatusError as exc:
+                self.usage.errors += 1
+                raise LLMError(f"the LLM endpoint refused the request ({exc.status_code})") from None
+            except (openai.OpenAIError, ValueError) as exc:  # undecodable responses and the like
+                self.usage.errors += 1
+                last = f"{type(exc).__name__}"
+                delay = self._backoff(attempt)
+            if attempt < cfg.retries:
+                log.info("LLM call failed (%s); retrying in %.1f s", last, delay)
+                await asyncio.sleep(delay)
+        raise LLMError(f"the LLM failed {cfg.retries + 1} times; last: {last}")
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(30.0, self.config.backoff_s * 2 ** attempt)
+        return delay + random.uniform(0, delay / 2)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _retry_after(exc: Any) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return min(60.0, max(0.0, float(value))) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -1,0 +1,73 @@
+"""LLM notes through the real server and the real `openai` client against a scripted local endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from realtime.client import stream_audio
+from tests.conftest import ServerProcess
+from tests.fake_openai import FakeOpenAI
+from tests.speech import english, make_lecture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+async def fake_llm():
+    fake = FakeOpenAI()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(scope="module")
+def llm_server(fake_llm, cache_dir, tmp_path_factory):
+    srv = ServerProcess(cache_dir, tmp_path_factory.mktemp("llm") / "server.log", "--llm-model", "fake-model",
+                        "--llm-base-url", fake_llm.url, "--llm-timeout-s", "2", "--llm-retries", "1",
+                        "--notes-min-words", "15", "--notes-interval-s", "3")
+    yield srv
+    srv.stop()
+
+
+def notes_of(result) -> list[dict]:
+    return [e for e in result.events if e["type"] == "notes"]
+
+
+async def test_llm_notes_appear_and_update_as_diffs(llm_server, fake_llm, clips):
+    lecture = make_lecture(english(clips)[:4], lead_s=0.5)
+    result = await stream_audio(llm_server.url, "llm-1", lecture.audio, speed=2.0, language="en")
+    await asyncio.sleep(1.5)  # with an LLM the closing update runs in the background
+    notes = notes_of(result)
+    assert len(notes) >= 2 and all(n["source"] == "llm" for n in notes)
+    assert [n["version"] for n in notes] == sorted({n["version"] for n in notes})
+    later = notes[-1]
+    assert later["added"] and not set(later["changed"]) & {b["id"] for b in notes[0]["bullets"]}
+    final_ids = {f["id"] for f in result.finals}
+    assert all(set(b["refs"]) <= final_ids for b in later["bullets"])
+    for r in fake_llm.requests:  # every request: system prompt + data, window bounded
+        msgs = r["body"]["messages"]
+        assert msgs[0]["role"] == "system" and json.loads(msgs[1]["content"])["transcript"]
+    health = llm_server.get_json("/healthz")["notes"]
+    assert health["engine"] == "llm" and health["llm"]["calls"] >= 2 and health["llm"]["prompt_tokens"] > 0
+
+
+async def test_notes_survive_every_failure_and_captions_keep_flowing(llm_server, fake_llm, clips):
+    fake_llm.push({"kind": "429", "retry_after": 1}, "500", "500", "malformed", "prose",
+                  {"kind": "stall", "seconds": 8}, {"kind": "stall", "seconds": 8})
+    lecture = make_lecture(english(clips)[:5], lead_s=0.5)
+    result = await stream_audio(llm_server.url, "llm-2", lecture.audio, speed=2.0, language="en")
+    notes = notes_of(result)
+    # No notes event ever carries invalid content; versions only move forward.
+    assert [n["version"] for n in notes] == sorted(n["version"] for n in notes)
+    for n in notes:
+        assert all(b["text"] and b["id"] for b in n["bullets"])
+    # Captions did not wait for the stalled LLM: finals kept arriving while requests stalled.
+    stalls = [r["t"] for r in fake_llm.requests]
+    assert len(result.finals) >= 5
+    gaps = [b["t"] - a["t"] for a, b in zip(result.finals, result.finals[1:], strict=False)]
+    assert max(gaps) < 8, gaps
+    assert len(stalls) >= 6  # the scripted failures were all hit
+    assert llm_server.get_json("/healthz")["notes"]["failures"] >= 2

@@ -1,0 +1,83 @@
+"""A scripted stand-in for an OpenAI-compatible chat-completions endpoint, over real HTTP.
+
+The only test double in the suite, because no real LLM is reachable here. Tests push behaviours (`ok`, `429`,
+`500`, `malformed`, `stall`, `prose`) that answer the next requests in order; with no script, it answers valid notes:
+one bullet per transcript segment it was sent (ids kept stable), so updates arrive as real diffs. Every request body
+is recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.script: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    def push(self, *behaviours: dict[str, Any] | str) -> None:
+        self.script.extend({"kind": b} if isinstance(b, str) else b for b in behaviours)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.completions)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"t": time.monotonic(), "body": body})
+        step = self.script.pop(0) if self.script else {"kind": "ok"}
+        kind = step["kind"]
+        if kind == "429":
+            return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429,
+                                     headers={"retry-after": str(step.get("retry_after", 1))})
+        if kind == "500":
+            return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+        if kind == "401":
+            return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
+        if kind == "stall":
+            await asyncio.sleep(step.get("seconds", 60))
+        if kind == "malformed":
+            return completion(body, '{"bullets": [{"id": "b1", "text": "unterminated')
+        if kind == "prose":
+            return completion(body, "Sure! Here are the notes: the lecture is about things.")
+        return completion(body, json.dumps({"bullets": notes_for(body)}))
+
+
+def notes_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+    data = json.loads(body["messages"][-1]["content"])
+    bullets = {b["id"]: b for b in data["bullets"]}
+    for seg in data["transcript"]:
+        ident = f"b{seg['id']}"
+        if ident not in bullets:
+            bullets[ident] = {"id": ident, "text": f"**Point** {seg['id']}: {seg['text'][:80]}", "refs": [seg["id"]],
+                              "parent": None}
+    return list(bullets.values())[-40:]
+
+
+def completion(body: dict[str, Any], content: str) -> web.Response:
+    prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
+    return web.json_response({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
+                  "total_tokens": prompt_tokens + len(content) // 4},
+    })
