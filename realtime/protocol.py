@@ -223,6 +223,16 @@ class Notes(Event):
 
 
 @dataclass(frozen=True)
+class Summary(Event):
+    """The end-of-lecture summary, sent after `stop` (and when one is asked for over HTTP)."""
+
+    type: ClassVar[str] = "summary"
+    source: str  # "extractive" or "llm"
+    finals: int  # how many finals it covers
+    markdown: str
+
+
+@dataclass(frozen=True)
 class Hello(Event):
     type: ClassVar[str] = "hello"
     room: str

@@ -77,6 +77,7 @@ class Room:
         self.notes_busy = False
         self.llm_tokens = 0
         self.glossary = ""  # the speaker's start prompt: course terms
+        self.summary = ""  # the latest end-of-lecture summary (Markdown)
 
     @property
     def listeners(self) -> int:

@@ -20,6 +20,7 @@ from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
 from realtime.protocol import (
     ALREADY_STARTED,
+    BAD_MESSAGE,
     BAD_ROOM,
     CLOSE_BAD_ROOM,
     CLOSE_GOING_AWAY,
@@ -74,6 +75,9 @@ def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/rooms", list_rooms)
     app.router.add_get("/v1/rooms/{room}/transcript", transcript)
+    app.router.add_get("/v1/rooms/{room}/summary", summary)
+    app.router.add_post("/v1/rooms/{room}/summary", summary)
+    app.router.add_post("/v1/rooms/{room}/ask", ask)
     static = Path(settings.static_dir) if settings.static_dir else default_static_dir()
     if (static / "index.html").is_file():
         app.router.add_get("/", lambda _: web.FileResponse(static / "index.html"))
@@ -344,6 +348,39 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response([{"room": r.name, "finals": len(r.finals), "listeners": r.listeners,
                                "speaking": r.speaker is not None, "audio_s": round(r.audio_s, 2)}
                               for r in request.app[ROOMS]])
+
+
+def _room_or_404(request: web.Request) -> Room | web.Response:
+    room = request.app[ROOMS].find(request.match_info["room"])
+    if room is None:
+        return web.json_response({"type": "error", "code": BAD_ROOM, "message": "no such room"}, status=404)
+    return room
+
+
+async def summary(request: web.Request) -> web.Response:
+    """GET: the latest summary (made now if there is none); POST: make a new one from the lecture so far."""
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    markdown = room.summary
+    if request.method == "POST" or not markdown:
+        markdown = await request.app[NOTES].summarize(room)
+    return web.Response(text=markdown, content_type="text/markdown", charset="utf-8")
+
+
+async def ask(request: web.Request) -> web.Response:
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    try:
+        body = await request.json()
+        question = body["question"]
+        if not isinstance(question, str) or not 0 < len(question.strip()) <= 1000:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"type": "error", "code": BAD_MESSAGE,
+                                  "message": 'send {"question": "..."} with 1-1000 characters'}, status=400)
+    return web.json_response(await request.app[NOTES].ask(room, question.strip()))
 
 
 async def transcript(request: web.Request) -> web.Response:

@@ -59,7 +59,26 @@ class FakeOpenAI:
             return completion(body, '{"bullets": [{"id": "b1", "text": "unterminated')
         if kind == "prose":
             return completion(body, "Sure! Here are the notes: the lecture is about things.")
+        system = body["messages"][0]["content"]
+        if system.startswith("You write the end-of-lecture summary"):
+            return completion(body, SUMMARY)
+        if system.startswith("You answer a student's question"):
+            excerpts = json.loads(body["messages"][-1]["content"])["excerpts"]
+            cite = f"[{excerpts[0]['time']}]" if excerpts else ""
+            return completion(body, f"The lecture answers this {cite}.")
         return completion(body, json.dumps({"bullets": notes_for(body)}))
+
+
+SUMMARY = """# A lecture
+**Core topic:** test
+## Main points
+1. **term**: explanation
+## Important details
+- none
+## Further reading
+- None mentioned.
+## Conclusion
+Done."""
 
 
 def notes_for(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -54,12 +54,13 @@ class LLMClient:
         self._client = AsyncOpenAI(base_url=config.base_url or None, api_key=config.api_key or "not-needed",
                                    timeout=config.timeout_s, max_retries=0)
 
-    async def complete(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+    async def complete(self, messages: list[dict[str, str]], json_mode: bool | None = None) -> tuple[str, int]:
         """The answer's text and the tokens it cost."""
         import openai
 
         cfg = self.config
-        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if cfg.json_mode else {}
+        want_json = cfg.json_mode if json_mode is None else json_mode
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if want_json else {}
         last = "no attempt"
         for attempt in range(cfg.retries + 1):
             self.usage.calls += 1

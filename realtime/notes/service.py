@@ -16,7 +16,15 @@ from realtime.notes.extractive import extract
 from realtime.notes.llm import LLMClient, LLMError
 from realtime.notes.prompt import build_request, parse_answer
 from realtime.notes.state import Bullet, InvalidNotes
-from realtime.protocol import Notes
+from realtime.notes.summary import (
+    ask_request,
+    check_summary,
+    extractive_answer,
+    extractive_summary,
+    retrieve,
+    summary_request,
+)
+from realtime.protocol import Notes, Summary
 from realtime.rooms import Room, Rooms
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ class NotesService:
                     break
                 await asyncio.sleep(0.05)
             await self.update(room)
+            if room.finals:
+                await self.summarize(room)
         else:
             asyncio.get_running_loop().create_task(self._flush_later(room))
 
@@ -58,6 +68,47 @@ class NotesService:
         while room.notes_busy:
             await asyncio.sleep(0.2)
         await self.update(room)
+        if room.finals:
+            await self.summarize(room)
+
+    async def summarize(self, room: Room) -> str:
+        """The end-of-lecture summary (Markdown), published as a `summary` event and kept for /summary."""
+        finals = list(room.finals)
+        source, markdown = "extractive", ""
+        if self.llm is not None and finals and room.llm_tokens < self.room_token_budget:
+            messages = summary_request(finals, room.notes.bullets, budget_tokens=self.window_tokens * 2,
+                                       glossary=room.glossary, language=self.language or "the lecture's language")
+            try:
+                text, tokens = await self._complete_text(messages)
+                room.llm_tokens += tokens
+                markdown, source = check_summary(text), "llm"
+            except (LLMError, ValueError) as exc:
+                self.failures += 1
+                log.warning("room %s: LLM summary failed (%s); extractive summary instead", room.name, exc)
+        if not markdown:
+            markdown = extractive_summary(finals, room.notes.bullets, room.name)
+        room.summary = markdown
+        room.publish(Summary(source, len(finals), markdown))
+        return markdown
+
+    async def ask(self, room: Room, question: str) -> dict:
+        """An answer grounded in the transcript so far, citing the segments (and their times) it used."""
+        finals = list(room.finals)
+        excerpts = retrieve(finals, question)
+        citations = [{"id": f["id"], "start": f["start"]} for f in excerpts]
+        if self.llm is not None and excerpts and room.llm_tokens < self.room_token_budget:
+            try:
+                text, tokens = await self._complete_text(ask_request(question, excerpts))
+                room.llm_tokens += tokens
+                return {"answer": text.strip(), "source": "llm", "citations": citations}
+            except LLMError as exc:
+                self.failures += 1
+                log.warning("room %s: LLM answer failed (%s); extractive answer instead", room.name, exc)
+        return {"answer": extractive_answer(excerpts), "source": "extractive", "citations": citations}
+
+    async def _complete_text(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+        assert self.llm is not None
+        return await self.llm.complete(messages, json_mode=False)
 
     async def update(self, room: Room) -> None:
         """Recompute the room's notes now (also used at stop, whatever the schedule says)."""

@@ -43,7 +43,10 @@ async def connect(server, role: str, room: str, *, hello: bool = True) -> AsyncI
         yield ws
 
 
-async def next_event(ws, timeout: float = 10.0, skip: tuple[str, ...] = ("status", "partial", "final")) -> dict:
+ROOM_EVENTS = ("status", "partial", "final", "notes", "summary")
+
+
+async def next_event(ws, timeout: float = 10.0, skip: tuple[str, ...] = ROOM_EVENTS) -> dict:
     """The next event whose type is not in `skip` (room traffic that may interleave with replies)."""
     async with asyncio.timeout(timeout):
         while True:

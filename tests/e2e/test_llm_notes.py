@@ -71,3 +71,21 @@ async def test_notes_survive_every_failure_and_captions_keep_flowing(llm_server,
     assert max(gaps) < 8, gaps
     assert len(stalls) >= 6  # the scripted failures were all hit
     assert llm_server.get_json("/healthz")["notes"]["failures"] >= 2
+
+
+async def test_llm_summary_and_answers(llm_server, fake_llm, clips):
+    import json
+    import urllib.request
+
+    result = await stream_audio(llm_server.url, "llm-3", english(clips)[0].samples(), speed=0, language="en")
+    assert result.finals
+    await asyncio.sleep(2)  # the closing notes and summary run in the background with an LLM
+    loop = asyncio.get_running_loop()  # the fake LLM lives on this loop: never block it with a request
+    summary = await loop.run_in_executor(
+        None, lambda: urllib.request.urlopen(llm_server.http + "/v1/rooms/llm-3/summary", timeout=20).read())
+    assert summary.decode().startswith("# A lecture")  # the LLM's summary, checked and kept
+    req = urllib.request.Request(llm_server.http + "/v1/rooms/llm-3/ask", method="POST",
+                                 data=json.dumps({"question": result.finals[0]["text"]}).encode())
+    body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=20).read())
+    answer = json.loads(body)
+    assert answer["source"] == "llm" and "[0:" in answer["answer"] and answer["citations"]
