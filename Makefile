@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-# espeak-ng makes fallback test speech when the recorded clips are absent.
+# Debian's chromium for the browser tests (Playwright drives it; no browser download), and espeak-ng for
+# fallback test speech when the recorded clips are absent.
 sysdeps:
-	@if [ ! -d "$(TEST_AUDIO)" ] && ! command -v espeak-ng >/dev/null; then \
-		echo "no recorded test audio at $(TEST_AUDIO): installing espeak-ng for synthetic speech"; \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q espeak-ng; fi
+	@pkgs=""; command -v chromium >/dev/null || pkgs="chromium"; \
+	if [ ! -d "$(TEST_AUDIO)" ] && ! command -v espeak-ng >/dev/null; then pkgs="$$pkgs espeak-ng"; fi; \
+	if [ -n "$$pkgs" ]; then echo "installing$$pkgs"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$pkgs; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check realtime tests benchmarks
