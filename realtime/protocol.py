@@ -207,6 +207,7 @@ class Status(Event):
     lag_s: float = 0.0
     queue: int = 0
     model: str = ""
+    llm_tokens: int = 0  # LLM tokens this room has spent on notes, summary and answers
 
 
 @dataclass(frozen=True)

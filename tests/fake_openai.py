@@ -65,7 +65,10 @@ class FakeOpenAI:
         if system.startswith("You answer a student's question"):
             excerpts = json.loads(body["messages"][-1]["content"])["excerpts"]
             cite = f"[{excerpts[0]['time']}]" if excerpts else ""
-            return completion(body, f"The lecture answers this {cite}.")
+            answer = f"The lecture answers this {cite}."
+            if body.get("stream"):
+                return await stream_completion(request, body, answer)
+            return completion(body, answer)
         return completion(body, json.dumps({"bullets": notes_for(body)}))
 
 
@@ -90,6 +93,24 @@ def notes_for(body: dict[str, Any]) -> list[dict[str, Any]]:
             bullets[ident] = {"id": ident, "text": f"**Point** {seg['id']}: {seg['text'][:80]}", "refs": [seg["id"]],
                               "parent": None}
     return list(bullets.values())[-40:]
+
+
+async def stream_completion(request: web.Request, body: dict[str, Any], content: str) -> web.StreamResponse:
+    """The answer as server-sent events, a few words per chunk, usage in the last chunk."""
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body["model"]}
+    words = content.split(" ")
+    for i in range(0, len(words), 3):
+        piece = " ".join(words[i:i + 3]) + (" " if i + 3 < len(words) else "")
+        chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await asyncio.sleep(0.01)
+    usage = {"prompt_tokens": 50, "completion_tokens": len(words), "total_tokens": 50 + len(words)}
+    await response.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    return response
 
 
 def completion(body: dict[str, Any], content: str) -> web.Response:

@@ -54,13 +54,17 @@ class LLMClient:
         self._client = AsyncOpenAI(base_url=config.base_url or None, api_key=config.api_key or "not-needed",
                                    timeout=config.timeout_s, max_retries=0)
 
-    async def complete(self, messages: list[dict[str, str]], json_mode: bool | None = None) -> tuple[str, int]:
-        """The answer's text and the tokens it cost."""
+    async def complete(self, messages: list[dict[str, str]], json_mode: bool | None = None,
+                       stream: bool = False) -> tuple[str, int]:
+        """The answer's text and the tokens it cost. With `stream`, the answer arrives as server-sent chunks: a
+        stalled generation is caught by the read timeout between chunks rather than only at the end."""
         import openai
 
         cfg = self.config
         want_json = cfg.json_mode if json_mode is None else json_mode
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if want_json else {}
+        if stream:
+            extra.update(stream=True, stream_options={"include_usage": True})
         last = "no attempt"
         for attempt in range(cfg.retries + 1):
             self.usage.calls += 1
@@ -68,6 +72,8 @@ class LLMClient:
                 response = await self._client.chat.completions.create(
                     model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                     **extra)
+                if stream:
+                    return await self._collect(response)
                 tokens = 0
                 if response.usage is not None:
                     self.usage.prompt_tokens += response.usage.prompt_tokens or 0
@@ -95,6 +101,20 @@ class LLMClient:
                 log.info("LLM call failed (%s); retrying in %.1f s", last, delay)
                 await asyncio.sleep(delay)
         raise LLMError(f"the LLM failed {cfg.retries + 1} times; last: {last}")
+
+    async def _collect(self, chunks: Any) -> tuple[str, int]:
+        parts: list[str] = []
+        tokens = 0
+        async for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+            if getattr(chunk, "usage", None):
+                self.usage.prompt_tokens += chunk.usage.prompt_tokens or 0
+                self.usage.completion_tokens += chunk.usage.completion_tokens or 0
+                tokens = chunk.usage.total_tokens or 0
+        if not parts:
+            raise LLMError("the streamed answer was empty")
+        return "".join(parts), tokens
 
     def _backoff(self, attempt: int) -> float:
         delay = min(30.0, self.config.backoff_s * 2 ** attempt)

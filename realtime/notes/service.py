@@ -98,7 +98,7 @@ class NotesService:
         citations = [{"id": f["id"], "start": f["start"]} for f in excerpts]
         if self.llm is not None and excerpts and room.llm_tokens < self.room_token_budget:
             try:
-                text, tokens = await self._complete_text(ask_request(question, excerpts))
+                text, tokens = await self._complete_text(ask_request(question, excerpts), stream=True)
                 room.llm_tokens += tokens
                 return {"answer": text.strip(), "source": "llm", "citations": citations}
             except LLMError as exc:
@@ -106,9 +106,9 @@ class NotesService:
                 log.warning("room %s: LLM answer failed (%s); extractive answer instead", room.name, exc)
         return {"answer": extractive_answer(excerpts), "source": "extractive", "citations": citations}
 
-    async def _complete_text(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+    async def _complete_text(self, messages: list[dict[str, str]], stream: bool = False) -> tuple[str, int]:
         assert self.llm is not None
-        return await self.llm.complete(messages, json_mode=False)
+        return await self.llm.complete(messages, json_mode=False, stream=stream)
 
     async def update(self, room: Room) -> None:
         """Recompute the room's notes now (also used at stop, whatever the schedule says)."""

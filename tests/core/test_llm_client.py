@@ -39,6 +39,16 @@ async def test_answer_and_usage(fake):
     assert sent["messages"][0]["content"] == SYSTEM_PROMPT and sent["response_format"] == {"type": "json_object"}
 
 
+async def test_streamed_answer_is_assembled_with_usage(fake):
+    llm = client(fake)
+    messages = [{"role": "system", "content": "You answer a student's question about a lecture"},
+                {"role": "user", "content": json.dumps({"question": "q", "excerpts": [{"id": 0, "time": "1:05",
+                                                                                     "text": "t"}]})}]
+    text, tokens = await llm.complete(messages, json_mode=False, stream=True)
+    assert text == "The lecture answers this [1:05]." and tokens > 0
+    assert fake.requests[-1]["body"]["stream"] is True and "response_format" not in fake.requests[-1]["body"]
+
+
 async def test_429_respects_retry_after_then_succeeds(fake):
     fake.push({"kind": "429", "retry_after": 1}, "500")
     llm = client(fake)

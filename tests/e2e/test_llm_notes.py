@@ -50,6 +50,8 @@ async def test_llm_notes_appear_and_update_as_diffs(llm_server, fake_llm, clips)
     for r in fake_llm.requests:  # every request: system prompt + data, window bounded
         msgs = r["body"]["messages"]
         assert msgs[0]["role"] == "system" and json.loads(msgs[1]["content"])["transcript"]
+    statuses = [e for e in result.events if e["type"] == "status"]
+    assert statuses[-1]["llm_tokens"] > 0  # the room's LLM spending, in status
     health = llm_server.get_json("/healthz")["notes"]
     assert health["engine"] == "llm" and health["llm"]["calls"] >= 2 and health["llm"]["prompt_tokens"] > 0
 
@@ -89,3 +91,4 @@ async def test_llm_summary_and_answers(llm_server, fake_llm, clips):
     body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=20).read())
     answer = json.loads(body)
     assert answer["source"] == "llm" and "[0:" in answer["answer"] and answer["citations"]
+    assert fake_llm.requests[-1]["body"].get("stream") is True  # answers are streamed
