@@ -44,7 +44,7 @@ def sentences(segments: list[tuple[int, str]], min_words: int = 5) -> list[Sente
     return out
 
 
-def _terms(text: str) -> list[str]:
+def content_words(text: str) -> list[str]:
     return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOPWORDS and len(w) > 2]
 
 
@@ -98,7 +98,7 @@ def extract(segments: list[tuple[int, str]], max_bullets: int = 12, redundancy: 
     sents = sentences(segments)
     if not sents:
         return []
-    docs = [_terms(s.text) for s in sents]
+    docs = [content_words(s.text) for s in sents]
     matrix, vocab = tfidf(docs)
     # Ties (sentences sharing no terms, as in a lecture's first minutes) go to the more informative sentence.
     scores = textrank(matrix) * (1 + 0.1 * np.log1p([len(set(d)) for d in docs]))

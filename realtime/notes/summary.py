@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.notes.extractive import _terms, extract, key_terms, sentences, tfidf
+from realtime.notes.extractive import content_words, extract, key_terms, sentences, tfidf
 from realtime.notes.prompt import estimate_tokens
 from realtime.notes.state import Bullet
 
@@ -52,7 +52,7 @@ def extractive_summary(finals: list[dict[str, Any]], bullets: list[Bullet], room
     sents = sentences(segments, min_words=4)
     if not sents:
         return f"# {room}\n\nNothing was said yet.\n"
-    matrix, vocab = tfidf([_terms(s.text) for s in sents])
+    matrix, vocab = tfidf([content_words(s.text) for s in sents])
     terms = key_terms(matrix, vocab, 5)
     points = bullets or extract(segments, 8)
     lines = [f"# {room}: {', '.join(terms[:3])}" if terms else f"# {room}", ""]
@@ -102,7 +102,7 @@ def check_summary(markdown: str) -> str:
 
 def retrieve(finals: list[dict[str, Any]], question: str, k: int = 4) -> list[dict[str, Any]]:
     """The k finals most similar to the question (TF-IDF cosine), in lecture order."""
-    docs = [_terms(f["text"]) for f in finals] + [_terms(question)]
+    docs = [content_words(f["text"]) for f in finals] + [content_words(question)]
     if not finals or not docs[-1]:
         return []
     matrix, _ = tfidf(docs)
