@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.commit import norm
-
 
 @dataclass(frozen=True)
 class WordLatency:
@@ -31,10 +29,6 @@ class WordLatency:
         return self.first_seen - self.end
 
 
-def _count(text: str) -> int:
-    return sum(1 for w in text.split() if norm(w) or w)
-
-
 def word_latencies(events: Iterable[dict[str, Any]], speed: float = 1.0) -> list[WordLatency]:
     commit_t: dict[int, list[float]] = {}  # utterance -> receive time at which word k was first committed
     seen_t: dict[int, list[float]] = {}
@@ -42,8 +36,8 @@ def word_latencies(events: Iterable[dict[str, Any]], speed: float = 1.0) -> list
     for ev in events:
         utt = ev.get("utterance")
         if ev["type"] == "partial":
-            _extend(commit_t.setdefault(utt, []), _count(ev["committed"]), ev["t"])
-            _extend(seen_t.setdefault(utt, []), _count(ev["committed"] + " " + ev["unstable"]), ev["t"])
+            _extend(commit_t.setdefault(utt, []), len(ev["committed"].split()), ev["t"])
+            _extend(seen_t.setdefault(utt, []), len((ev["committed"] + " " + ev["unstable"]).split()), ev["t"])
         elif ev["type"] == "final":
             commits, seen = commit_t.get(utt, []), seen_t.get(utt, [])
             for k, w in enumerate(ev.get("words", [])):

@@ -214,8 +214,8 @@ class SpeakerSession:
         if self.handle is not None:
             raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
         st = self.settings
-        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold) if st.vad_silero
-                    else webrtc_classifier(st.vad_aggressiveness))
+        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold, st.vad_frame_ms)
+                    if st.vad_silero else webrtc_classifier(st.vad_aggressiveness, st.vad_frame_ms))
         segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
                               preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
                               min_speech_ms=st.vad_min_speech_ms)

@@ -183,7 +183,8 @@ class LectureStream:
 
     def _request(self, kind: str, utt: _Utterance) -> DecodeRequest:
         prompt = " ".join(x for x in (self.options.prompt, self._recent_text()) if x)
-        return DecodeRequest(kind, utt.id, utt.audio().copy(), utt.offset, prompt, self.language,
+        # No copy: the buffer is never written in place (appends and trims make new arrays).
+        return DecodeRequest(kind, utt.id, utt.audio(), utt.offset, prompt, self.language,
                              self.options.task, utt.speech_end)
 
     def _recent_text(self) -> str:

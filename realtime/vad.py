@@ -57,12 +57,12 @@ class LevelNormalizer:
         return np.clip(samples * gain, -32768, 32767).astype("<i2")
 
 
-def webrtc_classifier(aggressiveness: int) -> Classifier:
+def webrtc_classifier(aggressiveness: int, frame_ms: int = 30) -> Classifier:
     """webrtcvad alone, on level-normalised frames."""
     import webrtcvad
 
     vad = webrtcvad.Vad(aggressiveness)
-    level = LevelNormalizer()
+    level = LevelNormalizer(frame_ms)
 
     def classify(frame: bytes) -> bool:
         return vad.is_speech(level(frame).tobytes(), SAMPLE_RATE)
@@ -70,14 +70,14 @@ def webrtc_classifier(aggressiveness: int) -> Classifier:
     return classify
 
 
-def combined_classifier(aggressiveness: int, silero_threshold: float = 0.5) -> Classifier:
+def combined_classifier(aggressiveness: int, silero_threshold: float = 0.5, frame_ms: int = 30) -> Classifier:
     """Voiced when webrtcvad and the Silero model both say so (Silero rejects noise that webrtcvad lets through)."""
     import webrtcvad
 
     from realtime.silero import SileroProbe
 
     vad = webrtcvad.Vad(aggressiveness)
-    level = LevelNormalizer()
+    level = LevelNormalizer(frame_ms)
     probe = SileroProbe()
 
     def classify(frame: bytes) -> bool:
@@ -107,7 +107,7 @@ class Segmenter:
             raise ValueError("VAD aggressiveness must be 0-3")
         self.frame_ms = frame_ms
         self.frame_bytes = SAMPLE_RATE * frame_ms // 1000 * 2
-        self.classify = classify or combined_classifier(aggressiveness)
+        self.classify = classify or combined_classifier(aggressiveness, frame_ms=frame_ms)
         self._reframer = Reframer(self.frame_bytes)
         # Onset: `onset_frames` voiced among the last `onset_window` frames (about 90 of 150 ms by default).
         self.onset_window = onset_window or max(1, 150 // frame_ms)
