@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime.origins import parse_allowlist
+
 
 def _default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -36,6 +38,8 @@ class Settings:
     port: int = opt(8000, "TCP port for HTTP and WebSocket.")
     log_level: str = opt("info", "Logging level (debug, info, warning, error).")
     static_dir: str = opt("", "Directory of browser pages to serve at / (default: the repository's static/).")
+    allowed_origins: str = opt("", "Other web origins whose pages may use the WebSockets and HTTP API, e.g. the "
+                               "site embedding the widget: comma-separated https://host[:port] or * (any).")
     # model
     model: str = opt("base", "Whisper model: 'base' (shipped), 'tiny.en' (if installed), a CTranslate2 directory, "
                      "or a hub name such as large-v3 / large-v3-turbo (needs a download or a local HF cache).")
@@ -113,6 +117,7 @@ class Settings:
                  self.vad_hangover_ms, self.vad_min_speech_ms) >= 0, "counts and durations cannot be negative"),
             (self.log_level.lower() in ("debug", "info", "warning", "error", "critical"), "unknown log_level"),
         ]
+        parse_allowlist(self.allowed_origins)  # raises ValueError naming the bad entry
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

@@ -32,6 +32,7 @@ SPEAKER_EXISTS = "speaker_exists"
 SERVER_FULL = "server_full"
 SLOW_LISTENER = "slow_listener"
 INTERNAL = "internal"
+ORIGIN_NOT_ALLOWED = "origin_not_allowed"
 
 # WebSocket close codes. 1xxx are RFC 6455; 4xxx are ours.
 CLOSE_NORMAL = 1000
@@ -39,6 +40,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013  # server_full
 CLOSE_BAD_ROOM = 4400
+CLOSE_ORIGIN = 4403  # origin_not_allowed
 CLOSE_SLOW_LISTENER = 4408
 CLOSE_SPEAKER_EXISTS = 4409
 

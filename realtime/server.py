@@ -1,6 +1,7 @@
-"""aiohttp application: the speaker and listener WebSocket endpoints, health, transcript, and static pages.
+"""aiohttp application: the speaker and listener WebSocket endpoints and the browser pages.
 
-Handlers only move bytes between sockets and the core (protocol, stream) and the shell (engine, rooms).
+Handlers only move bytes between sockets and the core (protocol, stream) and the shell (engine, rooms); the HTTP
+API is in `http_api.py`.
 """
 
 from __future__ import annotations
@@ -13,24 +14,27 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from realtime import PROTOCOL_VERSION, __version__
+from realtime import PROTOCOL_VERSION, http_api
+from realtime.appkeys import ENGINE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED
 from realtime.config import Settings
 from realtime.engine import Engine, Handle
 from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
+from realtime.origins import OriginPolicy
 from realtime.protocol import (
     ALREADY_STARTED,
-    BAD_MESSAGE,
     BAD_ROOM,
     CLOSE_BAD_ROOM,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
+    CLOSE_ORIGIN,
     CLOSE_SPEAKER_EXISTS,
     CLOSE_TRY_AGAIN,
     INTERNAL,
     NOT_A_SPEAKER,
     NOT_STARTED,
+    ORIGIN_NOT_ALLOWED,
     SERVER_FULL,
     SPEAKER_EXISTS,
     Hello,
@@ -50,11 +54,6 @@ from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 
 log = logging.getLogger(__name__)
 
-ENGINE = web.AppKey("engine", Engine)
-ROOMS = web.AppKey("rooms", Rooms)
-SETTINGS = web.AppKey("settings", Settings)
-STARTED = web.AppKey("started", float)
-NOTES = web.AppKey("notes", NotesService)
 
 
 def default_static_dir() -> Path:
@@ -70,18 +69,11 @@ def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None)
                                       room_token_budget=settings.llm_room_token_budget,
                                       language=settings.notes_language)
     app[STARTED] = time.time()
+    app[ORIGINS] = OriginPolicy(settings.allowed_origins)
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/rooms", list_rooms)
-    app.router.add_get("/v1/rooms/{room}/transcript", transcript)
-    app.router.add_get("/v1/rooms/{room}/summary", summary)
-    app.router.add_post("/v1/rooms/{room}/summary", summary)
-    app.router.add_post("/v1/rooms/{room}/ask", ask)
-    static = Path(settings.static_dir) if settings.static_dir else default_static_dir()
-    if (static / "index.html").is_file():
-        app.router.add_get("/", lambda _: web.FileResponse(static / "index.html"))
-        app.router.add_static("/static/", static, follow_symlinks=False)
+    http_api.add_routes(app)
+    add_pages(app, Path(settings.static_dir) if settings.static_dir else default_static_dir())
 
     background: list[asyncio.Task] = []
 
@@ -108,6 +100,21 @@ def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None)
     return app
 
 
+def add_pages(app: web.Application, static: Path) -> None:
+    """The viewer at `/`, the lecturer page at `/speak`, and their assets (the widget among them) at `/static/`."""
+    if not (static / "index.html").is_file():
+        return
+    def page(path: Path):
+        async def handler(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return handler
+
+    for route, name in {"/": "index.html", "/speak": "speak.html"}.items():
+        if (static / name).is_file():
+            app.router.add_get(route, page(static / name))
+    app.router.add_static("/static/", static, follow_symlinks=False, append_version=False)
+
+
 # ---------------------------------------------------------------- WebSocket plumbing
 
 
@@ -118,6 +125,14 @@ async def _open(request: web.Request, role: str) -> tuple[web.WebSocketResponse,
                                                                   settings.max_message_bytes))
     await ws.prepare(request)
     conn = Connection(role, settings.listener_queue)
+    origin = request.headers.get("Origin")
+    if not request.app[ORIGINS].allows(origin, request.host):
+        # Refused after the handshake: a browser shows a failed handshake only as 1006, the page needs the code.
+        log.info("refused a %s connection from origin %r", role, origin)
+        await ws.send_json({"type": "error", "seq": 0, "code": ORIGIN_NOT_ALLOWED,
+                            "message": f"pages from {origin} may not connect to this server (--allowed-origins)"})
+        await ws.close(code=CLOSE_ORIGIN, message=ORIGIN_NOT_ALLOWED.encode())
+        return ws, conn, None
     try:
         name = check_room(request.match_info["room"], settings.max_room_name)
     except ProtocolError as exc:
@@ -302,90 +317,3 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
         await _finish(ws, conn, sender, conn.close_code or close_code)
         await asyncio.shield(stopping)
     return ws
-
-
-# ---------------------------------------------------------------- HTTP
-
-
-async def healthz(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    decoder = engine.decoder
-    stats = engine.stats
-    rooms = request.app[ROOMS]
-    return web.json_response({
-        "status": "ok",
-        "ready": True,
-        "version": __version__,
-        "protocol": PROTOCOL_VERSION,
-        "model": {"name": decoder.name, "path": str(getattr(decoder, "path", "")),
-                  "device": getattr(decoder, "device", ""), "compute_type": getattr(decoder, "compute_type", "")},
-        "uptime_s": round(time.time() - request.app[STARTED], 1),
-        "rooms": len(rooms),
-        "speakers": engine.speakers,
-        "max_speakers": engine.max_speakers,
-        "listeners": sum(r.listeners for r in rooms),
-        "queue": engine.queue_depth,
-        "lag_s": engine.lags(),
-        "decodes": stats.decodes,
-        "decode_s": {k: round(v, 2) for k, v in stats.decode_s.items()},
-        "decode_errors": stats.errors,
-        "loop_retries": getattr(decoder, "loop_retries", 0),
-        "refused": stats.refused,
-        "notes": _notes_health(request.app[NOTES]),
-    })
-
-
-def _notes_health(notes: NotesService) -> dict:
-    usage = notes.llm.usage if notes.llm else None
-    return {"engine": "llm" if notes.llm else "extractive", "updates": notes.updates, "failures": notes.failures,
-            "last_latency_s": round(notes.last_latency_s, 3),
-            "llm": None if usage is None else {"model": notes.llm.config.model, "calls": usage.calls,
-                                               "errors": usage.errors, "prompt_tokens": usage.prompt_tokens,
-                                               "completion_tokens": usage.completion_tokens}}
-
-
-async def list_rooms(request: web.Request) -> web.Response:
-    return web.json_response([{"room": r.name, "finals": len(r.finals), "listeners": r.listeners,
-                               "speaking": r.speaker is not None, "audio_s": round(r.audio_s, 2)}
-                              for r in request.app[ROOMS]])
-
-
-def _room_or_404(request: web.Request) -> Room | web.Response:
-    room = request.app[ROOMS].find(request.match_info["room"])
-    if room is None:
-        return web.json_response({"type": "error", "code": BAD_ROOM, "message": "no such room"}, status=404)
-    return room
-
-
-async def summary(request: web.Request) -> web.Response:
-    """GET: the latest summary (made now if there is none); POST: make a new one from the lecture so far."""
-    room = _room_or_404(request)
-    if isinstance(room, web.Response):
-        return room
-    markdown = room.summary
-    if request.method == "POST" or not markdown:
-        markdown = await request.app[NOTES].summarize(room)
-    return web.Response(text=markdown, content_type="text/markdown", charset="utf-8")
-
-
-async def ask(request: web.Request) -> web.Response:
-    room = _room_or_404(request)
-    if isinstance(room, web.Response):
-        return room
-    try:
-        body = await request.json()
-        question = body["question"]
-        if not isinstance(question, str) or not 0 < len(question.strip()) <= 1000:
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        return web.json_response({"type": "error", "code": BAD_MESSAGE,
-                                  "message": 'send {"question": "..."} with 1-1000 characters'}, status=400)
-    return web.json_response(await request.app[NOTES].ask(room, question.strip()))
-
-
-async def transcript(request: web.Request) -> web.Response:
-    room = request.app[ROOMS].find(request.match_info["room"])
-    if room is None:
-        return web.json_response({"type": "error", "code": BAD_ROOM, "message": "no such room"}, status=404)
-    return web.json_response({"room": room.name, "finals": room.finals,
-                              "text": " ".join(f["text"] for f in room.finals)})

@@ -21,7 +21,28 @@ def get(url: str) -> tuple[int, bytes]:
 
 def test_viewer_page_is_served(server):
     status, body = get(server.http + "/")
+    assert status == 200 and b"<realtime-captions" in body and b"/static/widget.js" in body
+    status, body = get(server.http + "/static/widget.js")
     assert status == 200 and b"/ws/listen/" in body
+    status, body = get(server.http + "/speak")
+    assert status == 200 and b"/static/speak.js" in body
+
+
+async def test_foreign_origins_are_refused_with_4403(server):
+    import websockets
+
+    async with websockets.connect(server.url + "/ws/listen/o1", origin="https://evil.example") as ws:
+        error = json.loads(await ws.recv())
+        assert error["code"] == "origin_not_allowed" and error["seq"] == 0
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 4403
+    own = server.http  # a page the server served itself is allowed
+    async with websockets.connect(server.url + "/ws/listen/o1", origin=own) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+    request = urllib.request.Request(server.http + "/v1/rooms", headers={"Origin": "https://evil.example"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert "Access-Control-Allow-Origin" not in r.headers  # the browser withholds the answer
 
 
 def test_health_reports_the_model_and_load(server):

@@ -1,56 +1,71 @@
-"""The viewer page in real headless Chromium (Debian's, driven by Playwright): captions, notes updates, questions."""
+"""The viewer page in real headless Chromium: captions and notes through the widget, display controls,
+auto-scroll with "jump to live", transcript download, questions."""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 
 from realtime.client import stream_audio
 from tests.conftest import ARTIFACTS
+from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium
 from tests.speech import english
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+FONT_SIZE = "(e) => parseFloat(getComputedStyle(e).fontSize)"
 
 
-@pytest.fixture(scope="module")
-async def browser():
-    playwright = pytest.importorskip("playwright.async_api")
-    if not shutil.which("chromium"):
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    async with playwright.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        await b.close()
+async def test_viewer_shows_captions_notes_updates_and_answers(server, clips):
+    errors = ConsoleErrors()
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1300, "height": 800})
+        errors.watch(page, "viewer")
+        await page.add_init_script(RECORD_EVENTS)
+        await page.goto(f"{server.http}/?room=viewer-1")
+        await page.locator("realtime-captions >> text=connected").wait_for()
+        first, *more = english(clips)[:4]
+        await stream_audio(server.url, "viewer-1", first.samples(), speed=0, language="en")
+        await page.locator("realtime-captions .bullets li").first.wait_for()
+        assert "no LLM" in await page.locator("realtime-captions .source").inner_text()
+        version = await page.evaluate("Math.max(...window.__events.filter((e) => e.type === 'notes')"
+                                      ".map((e) => e.version))")
+        for clip in more:
+            await stream_audio(server.url, "viewer-1", clip.samples(), speed=0, language="en")
+        await page.wait_for_function(f"window.__events.some((e) => e.type === 'notes' && e.version > {version})")
+        finals = await page.locator("realtime-captions .final").all_inner_texts()
+        assert len(finals) >= 4
 
+        # Display controls: larger text, dark theme; both remembered across a reload.
+        size = await page.locator("realtime-captions .scroll").evaluate(FONT_SIZE)
+        await page.click("#larger")
+        await page.click("#theme")
+        await page.reload()
+        await page.locator("realtime-captions .final").first.wait_for()  # late join: the lecture so far
+        assert await page.locator("realtime-captions .final").count() == len(finals)
+        bigger = await page.locator("realtime-captions .scroll").evaluate(FONT_SIZE)
+        assert bigger > size
+        assert await page.get_attribute("realtime-captions", "theme") in ("dark", "light")
 
-async def test_viewer_shows_captions_notes_updates_and_answers(server, clips, browser):
-    page = await browser.new_page(viewport={"width": 1300, "height": 800})
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(f"{server.http}/?room=viewer-1")
-    await page.wait_for_selector("text=connected")
-    first, *more = english(clips)[:4]
-    await stream_audio(server.url, "viewer-1", first.samples(), speed=0, language="en")
-    await page.wait_for_selector("#bullets li")
-    assert await page.locator(".final").count() >= 1
-    assert "no LLM" in await page.locator("#notes-source").inner_text()
-    version = int(await page.get_attribute("#notes", "data-version"))
-    for clip in more:
-        await stream_audio(server.url, "viewer-1", clip.samples(), speed=0, language="en")
-    await page.wait_for_function(f"Number(document.querySelector('#notes').dataset.version) > {version}")
-    finals = await page.locator(".final").all_inner_texts()
-    assert len(finals) >= 4
-    caption = finals[-1].split(maxsplit=1)[1]  # "0:00:12 text": ask about words the lecture really contains
-    await page.fill("#question", f"What was said about {caption}?")
-    await page.click("#ask button")
-    await page.wait_for_function("document.querySelector('#answer').innerText.includes('[0:')")
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+        # Scrolling up pauses auto-scroll and offers "jump to live", which returns to the end.
+        await page.set_viewport_size({"width": 900, "height": 420})
+        await page.locator("realtime-captions .scroll").evaluate("(e) => { e.scrollTop = 0; }")
+        jump = page.locator("realtime-captions .jump")
+        await jump.wait_for(state="visible")
+        await jump.click()
+        await jump.wait_for(state="hidden")
+        at_end = await page.locator("realtime-captions .scroll").evaluate(
+            "(e) => e.scrollHeight - e.scrollTop - e.clientHeight < 48")
+        assert at_end
+
+        async with page.expect_download() as download:
+            await page.click("#download")
+        text = (await (await download.value).path()).read_text()
+        assert len(text.splitlines()) == len(finals) and text.startswith("[0:00:")
+
+        caption = finals[-1].split(maxsplit=1)[1]  # "0:00:12 text": ask about words the lecture really contains
+        await page.fill("#question", f"What was said about {caption}?")
+        await page.click("#ask button")
+        await page.wait_for_function("document.querySelector('#answer').innerText.includes('[0:')")
+        await page.set_viewport_size({"width": 1300, "height": 800})
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "viewer-notes.png"))
     assert errors == []
-    await page.close()

@@ -1,0 +1,301 @@
+/* The lecturer page: microphone → AudioWorklet (16 kHz s16le packets) → the room's speaker WebSocket.
+ *
+ * The microphone and the socket live independently: capture never waits for the network. While the socket is
+ * down (a Wi-Fi blip, a server restart, a full server) packets queue in a bounded buffer and are sent, oldest
+ * first, as soon as the next connection's `start` is accepted, so a short outage loses no speech.
+ */
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const PACKET_MS = 50;
+const MAX_BUFFER_S = 120; // audio kept while disconnected; older packets are dropped beyond this
+const BYTES_PER_S = 32000;
+
+const speaker = (window.realtimeSpeaker = {
+  running: false, // the lecturer pressed Start and has not pressed Stop
+  stopping: false,
+  live: false, // the current socket's `start` was accepted: packets go straight out
+  ws: null,
+  retry: 0,
+  timer: 0,
+  buffer: [], // ArrayBuffers waiting for a live socket
+  bufferedBytes: 0,
+  droppedBytes: 0,
+  sentBytes: 0,
+  capturedBytes: 0,
+  t0: 0, // wall-clock ms of the first captured sample (lecture time 0 of this page's stream)
+  mic: null, // {stream, ctx, node}
+});
+
+function message(text, kind = "warn") {
+  const m = $("message");
+  m.hidden = !text;
+  m.className = kind;
+  m.replaceChildren();
+  if (text instanceof Node) m.append(text); else m.textContent = text || "";
+}
+
+function conn(state, text) {
+  $("conn").dataset.state = state;
+  $("conn").textContent = text;
+}
+
+function room() { return $("room").value.trim(); }
+
+// ------------------------------------------------------------------ microphone
+
+function micProblem(err) {
+  const name = err && err.name;
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return "The browser refused the microphone. Click the camera/microphone or lock icon in the address bar, "
+      + "allow the microphone for this site, then press Start again.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return "No microphone was found. Plug one in (or pick another one under Microphone) and press Start again.";
+  }
+  if (name === "NotReadableError" || name === "AbortError") {
+    return "The microphone could not be opened: another application may be using it, or the system blocks it.";
+  }
+  return `The microphone could not be started (${name || "error"}: ${(err && err.message) || err}).`;
+}
+
+function insecureContextMessage() {
+  const p = document.createElement("span");
+  p.append("The microphone only works on a secure page, and this one was loaded over plain HTTP from ",
+           Object.assign(document.createElement("b"), { textContent: location.host }),
+           ". Open it over HTTPS (the Deployment section of the realtime README shows how: a reverse proxy with a "
+           + "certificate, or a self-signed one on a LAN), or open it as http://localhost on the machine that runs "
+           + "the server.");
+  return p;
+}
+
+async function openMic(deviceId) {
+  const audio = { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 };
+  if (deviceId) audio.deviceId = { exact: deviceId };
+  const stream = await navigator.mediaDevices.getUserMedia({ audio });
+  const ctx = new AudioContext(); // the device's own rate; the worklet resamples to 16 kHz
+  try {
+    await ctx.audioWorklet.addModule("/static/pcm-worklet.js");
+    const node = new AudioWorkletNode(ctx, "pcm-capture", { processorOptions: { packetMs: PACKET_MS } });
+    const mute = ctx.createGain();
+    mute.gain.value = 0; // keep the graph pulled without playing the lecturer back to themselves
+    ctx.createMediaStreamSource(stream).connect(node).connect(mute).connect(ctx.destination);
+    node.port.onmessage = (e) => onPacket(e.data);
+    if (ctx.state === "suspended") await ctx.resume();
+    return { stream, ctx, node };
+  } catch (err) {
+    stream.getTracks().forEach((t) => t.stop());
+    ctx.close();
+    throw err;
+  }
+}
+
+function closeMic() {
+  const mic = speaker.mic;
+  speaker.mic = null;
+  if (!mic) return;
+  mic.stream.getTracks().forEach((t) => t.stop());
+  mic.ctx.close();
+}
+
+async function listDevices() {
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  const select = $("device"), chosen = select.value;
+  select.replaceChildren(new Option("default microphone", ""),
+                         ...devices.filter((d) => d.deviceId && d.deviceId !== "default")
+                           .map((d, i) => new Option(d.label || `microphone ${i + 1}`, d.deviceId)));
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+function onPacket(packet) {
+  if (packet.pcm) {
+    if (!speaker.t0) speaker.t0 = Date.now() - (packet.pcm.byteLength / BYTES_PER_S) * 1000;
+    speaker.capturedBytes += packet.pcm.byteLength;
+    meter(packet.peak);
+    send(packet.pcm);
+  }
+  if (packet.last) finishStop();
+}
+
+function meter(peak) {
+  const db = 20 * Math.log10(Math.max(peak, 1e-6));
+  const level = Math.max(0, Math.min(1, (db + 60) / 60));
+  $("meter").firstElementChild.style.width = `${Math.round(level * 100)}%`;
+  $("meter").classList.toggle("hot", peak > 0.98);
+  $("meter").setAttribute("aria-valuenow", level.toFixed(2));
+}
+
+// ------------------------------------------------------------------ socket
+
+function send(pcm) {
+  if (speaker.live && speaker.ws && speaker.ws.readyState === WebSocket.OPEN) {
+    speaker.ws.send(pcm);
+    speaker.sentBytes += pcm.byteLength;
+    return;
+  }
+  speaker.buffer.push(pcm);
+  speaker.bufferedBytes += pcm.byteLength;
+  while (speaker.bufferedBytes > MAX_BUFFER_S * BYTES_PER_S) {
+    const old = speaker.buffer.shift();
+    speaker.bufferedBytes -= old.byteLength;
+    speaker.droppedBytes += old.byteLength;
+  }
+}
+
+function flushBuffer() {
+  const pending = speaker.buffer;
+  speaker.buffer = [];
+  speaker.bufferedBytes = 0;
+  for (const pcm of pending) send(pcm);
+  if (speaker.droppedBytes) {
+    message(`The connection was down too long: the oldest ${(speaker.droppedBytes / BYTES_PER_S).toFixed(0)} s `
+            + "of audio could not be kept.");
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/speak/${encodeURIComponent(room())}`);
+  ws.binaryType = "arraybuffer";
+  speaker.ws = ws;
+  speaker.live = false;
+  conn("connecting", "connecting…");
+  ws.onopen = () => {
+    const language = $("language").value;
+    ws.send(JSON.stringify({ type: "start", language: language === "auto" ? null : language,
+                             task: $("task").value, prompt: $("glossary").value }));
+  };
+  ws.onmessage = (m) => {
+    if (typeof m.data !== "string" || speaker.ws !== ws) return;
+    const ev = JSON.parse(m.data);
+    if (ev.type === "status" && ev.state === "live" && !speaker.live) {
+      speaker.live = true;
+      speaker.retry = 0;
+      conn("live", "live");
+      if (!speaker.droppedBytes) message("");
+      flushBuffer();
+      if (speaker.stopping && !speaker.mic) sendStop();
+    } else if (ev.type === "status" && ev.state === "stopped" && speaker.stopping && speaker.live) {
+      ws.close(1000);
+      done();
+    } else if (ev.type === "error") {
+      serverError(ev);
+    }
+  };
+  ws.onclose = (e) => {
+    if (speaker.ws !== ws) return;
+    speaker.ws = null;
+    speaker.live = false;
+    if (!speaker.running) return;
+    if (e.code === 4400 || e.code === 4403) { fail(closeText(e.code)); return; }
+    const delay = Math.min(10000, 500 * 2 ** speaker.retry++) * (0.8 + 0.4 * Math.random());
+    const secs = Math.max(1, Math.round(delay / 1000));
+    conn("reconnecting", `reconnecting in ${secs} s`);
+    if (e.code === 1013) message(`The captioning server is at capacity. Retrying in ${secs} s; your audio is kept.`);
+    else if (e.code === 4409) message(`Another speaker is connected to room “${room()}”. Retrying in ${secs} s.`);
+    else if (speaker.mic) message(`Connection lost. Reconnecting in ${secs} s; your audio is kept and sent after.`);
+    speaker.timer = setTimeout(connect, delay);
+  };
+}
+
+function closeText(code) {
+  if (code === 4403) {
+    return `This captioning server does not accept pages from ${location.origin}. Its administrator can allow `
+      + "them with --allowed-origins.";
+  }
+  return "That room name is not valid: use letters, digits, dots, dashes and underscores.";
+}
+
+function serverError(ev) {
+  if (ev.code === "server_full" || ev.code === "speaker_exists" || ev.code === "origin_not_allowed"
+      || ev.code === "bad_room") return; // explained when the close code arrives
+  message(`The server reported: ${ev.message}`, "error");
+}
+
+// ------------------------------------------------------------------ start / stop
+
+async function start() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    message(insecureContextMessage(), "error");
+    return;
+  }
+  if (!room()) { message("Enter a room name first.", "error"); return; }
+  $("go").disabled = true;
+  message("");
+  try {
+    speaker.mic = await openMic($("device").value);
+  } catch (err) {
+    $("go").disabled = false;
+    message(micProblem(err), "error");
+    return;
+  }
+  Object.assign(speaker, { running: true, stopping: false, retry: 0, t0: 0, buffer: [], bufferedBytes: 0,
+                           droppedBytes: 0, sentBytes: 0, capturedBytes: 0 });
+  listDevices().catch(() => {});
+  for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = true;
+  $("go").textContent = "Stop";
+  $("go").classList.add("stop");
+  $("go").disabled = false;
+  $("captions").setAttribute("room", room());
+  const link = Object.assign(document.createElement("a"), { href: `/?room=${encodeURIComponent(room())}` });
+  link.textContent = `${location.origin}/?room=${room()}`;
+  $("viewer-link").replaceChildren("Students watch at ", link);
+  history.replaceState(null, "", `?room=${encodeURIComponent(room())}`);
+  connect();
+}
+
+function stop() {
+  speaker.stopping = true;
+  $("go").disabled = true;
+  $("go").textContent = "Finishing…";
+  if (speaker.mic) speaker.mic.node.port.postMessage("flush"); // the worklet answers with the last packet
+  else finishStop();
+}
+
+function finishStop() {
+  closeMic();
+  meter(0);
+  if (speaker.live) sendStop();
+  // Otherwise the next accepted `start` flushes the buffer and then sends `stop`.
+}
+
+function sendStop() {
+  speaker.ws.send(JSON.stringify({ type: "stop" }));
+}
+
+function fail(text) {
+  message(text, "error");
+  closeMic();
+  done();
+}
+
+function done() {
+  clearTimeout(speaker.timer);
+  Object.assign(speaker, { running: false, stopping: false, live: false });
+  if (speaker.ws) { const ws = speaker.ws; speaker.ws = null; ws.close(1000); }
+  conn("idle", "stopped");
+  for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = false;
+  $("go").textContent = "Start captions";
+  $("go").classList.remove("stop");
+  $("go").disabled = false;
+}
+
+$("controls").onsubmit = (e) => {
+  e.preventDefault();
+  if (speaker.running) stop(); else start();
+};
+$("device").onchange = async () => {
+  if (!speaker.mic || speaker.stopping) return;
+  try {
+    const next = await openMic($("device").value);
+    closeMic();
+    speaker.mic = next;
+  } catch (err) {
+    message(micProblem(err), "error");
+  }
+};
+window.addEventListener("beforeunload", (e) => { if (speaker.running) e.preventDefault(); });
+
+const initial = new URLSearchParams(location.search).get("room");
+if (initial) $("room").value = initial;
+if (!window.isSecureContext || !navigator.mediaDevices) message(insecureContextMessage(), "error");

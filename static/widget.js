@@ -1,0 +1,258 @@
+/* realtime live captions widget. One tag on any page:
+ *
+ *   <script src="https://captions.example.edu/static/widget.js" data-room="physics-101" async></script>
+ *
+ * inserts a <realtime-captions> element where the script stands (or use the element yourself, after loading the
+ * script once):
+ *
+ *   <realtime-captions server="https://captions.example.edu" room="physics-101" mode="both" height="24rem"
+ *                      theme="auto" lang-label="EN"></realtime-captions>
+ *
+ * Attributes: server (default: where this script came from), room, mode (captions | notes | both), height (any CSS
+ * length; default 100% of the box), theme (auto | light | dark), lang-label (a short tag shown in the header),
+ * font-size (CSS length). Everything renders inside a Shadow DOM, so neither the host page's CSS nor ours leaks.
+ * The server must list the host page's origin in --allowed-origins (close code 4403 otherwise).
+ *
+ * Events: the element dispatches `realtime-event` (detail: the protocol event, docs/protocol.md) for every message.
+ * Methods: transcript() returns the captions so far as text with times.
+ */
+(() => {
+  "use strict";
+  if (customElements.get("realtime-captions")) return;
+  const scriptOrigin = document.currentScript ? new URL(document.currentScript.src, location.href).origin : "";
+
+  const CSS = `
+  :host { all: initial; display: block; container-type: inline-size; height: var(--rt-height, 100%);
+          --rt-fg: #111; --rt-bg: #fafafa; --rt-dim: #6b6b6b; --rt-line: #8884; --rt-accent: #2563eb; }
+  :host([theme="dark"]) { --rt-fg: #ececec; --rt-bg: #141414; --rt-dim: #9a9a9a; --rt-accent: #60a5fa; }
+  @media (prefers-color-scheme: dark) {
+    :host(:not([theme="light"])) { --rt-fg: #ececec; --rt-bg: #141414; --rt-dim: #9a9a9a; --rt-accent: #60a5fa; }
+  }
+  [hidden] { display: none !important; }
+  /* Set here, not on :host: a host page's !important rules win on the host element and would be inherited. */
+  .box { box-sizing: border-box; height: 100%; display: grid; grid-template-rows: auto minmax(0, 1fr);
+         background: var(--rt-bg); color: var(--rt-fg); border-radius: 6px; overflow: hidden; text-align: left;
+         font: 16px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; letter-spacing: normal; }
+  .bar { display: flex; gap: .5em; align-items: center; padding: .35em .8em; font-size: 13px; color: var(--rt-dim);
+         border-bottom: 1px solid var(--rt-line); }
+  .bar .live { width: .55em; height: .55em; border-radius: 50%; background: var(--rt-dim); }
+  .bar .live.on { background: #dc2626; }
+  .bar .lang { margin-left: auto; font-weight: 600; }
+  .panes { display: grid; grid-template-columns: minmax(0, 1fr); min-height: 0; }
+  @container (min-width: 52rem) { .panes.both { grid-template-columns: minmax(0, 1fr) minmax(16rem, 30%); } }
+  .captions { position: relative; min-height: 0; display: grid; }
+  .scroll { overflow-y: auto; padding: .6em 1em 1.5em; font-size: var(--rt-font-size, 1.35rem);
+            overscroll-behavior: contain; }
+  .final { margin: 0 0 .55em; }
+  .final time { color: var(--rt-dim); font-size: .55em; margin-right: .6em; font-variant-numeric: tabular-nums; }
+  .partial { margin: 0; min-height: 1.45em; }
+  .unstable { color: var(--rt-dim); }
+  .empty { color: var(--rt-dim); font-size: 15px; }
+  .jump { position: absolute; right: 1em; bottom: .8em; font: 600 13px system-ui, sans-serif; border: 0;
+          border-radius: 99px; padding: .45em .9em; background: var(--rt-accent); color: #fff; cursor: pointer;
+          box-shadow: 0 2px 8px #0004; }
+  .notes { overflow-y: auto; padding: .6em 1em; border-left: 1px solid var(--rt-line); font-size: 15px; }
+  .panes:not(.both) .notes { border-left: 0; }
+  @container (max-width: 52rem) { .panes.both .notes { border-left: 0; border-top: 1px solid var(--rt-line); } }
+  .notes h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: var(--rt-dim); margin: .2em 0; }
+  .notes h2 small { text-transform: none; letter-spacing: 0; font-weight: normal; }
+  .notes ul { margin: .2em 0; padding-left: 1.2em; } .notes li { margin: .2em 0; }
+  `;
+
+  const clock = (s) => {
+    const t = Math.max(0, Math.floor(s)), h = Math.floor(t / 3600), m = Math.floor(t / 60) % 60;
+    return `${h}:${String(m).padStart(2, "0")}:${String(t % 60).padStart(2, "0")}`;
+  };
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  /** Bullet text with **bold** rendered, everything else as text (never innerHTML of server data). */
+  const inline = (li, text) => {
+    text.split(/(\*\*[^*]+\*\*)/).forEach((part) => {
+      li.append(part.startsWith("**") && part.endsWith("**") && part.length > 4 ? el("strong", "", part.slice(2, -2))
+                                                                            : document.createTextNode(part));
+    });
+  };
+  const CLOSE_TEXT = {
+    4400: "invalid room name", 4403: "this site may not show these captions (ask the server to allow it)",
+  };
+
+  class RealtimeCaptions extends HTMLElement {
+    static get observedAttributes() { return ["server", "room", "mode", "height", "font-size", "lang-label"]; }
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: "open" });
+      root.innerHTML = `<style>${CSS}</style><div class="box" part="box">
+        <div class="bar"><span class="live"></span><span class="state">not connected</span>
+          <span class="lang"></span></div>
+        <div class="panes"><div class="captions"><div class="scroll" aria-live="polite">
+          <div class="finals"><p class="empty">Waiting for the lecture to begin…</p></div>
+          <p class="partial"><span class="committed"></span> <span class="unstable"></span></p></div>
+          <button class="jump" hidden>Jump to live ↓</button></div>
+          <section class="notes" hidden><h2>Notes <small class="source"></small></h2><ul class="bullets"></ul>
+          <p class="empty no-notes">Notes appear here as the lecture goes on.</p></section></div></div>`;
+      const q = (s) => root.querySelector(s);
+      this.$ = { live: q(".live"), state: q(".state"), lang: q(".lang"), panes: q(".panes"), scroll: q(".scroll"),
+        finals: q(".finals"), committed: q(".committed"), unstable: q(".unstable"), jump: q(".jump"),
+        captions: q(".captions"), notes: q(".notes"), source: q(".source"), bullets: q(".bullets"),
+        noNotes: q(".no-notes") };
+      this.ws = null;
+      this.retry = 0;
+      this.timer = 0;
+      this.follow = true;
+      this.finals = new Map(); // final id -> event: a reconnect replays history, ids keep it free of duplicates
+      this.$.scroll.addEventListener("scroll", () => {
+        const s = this.$.scroll, atEnd = s.scrollHeight - s.scrollTop - s.clientHeight < 48;
+        if (atEnd !== this.follow) { this.follow = atEnd; this.$.jump.hidden = atEnd; }
+      }, { passive: true });
+      this.$.jump.addEventListener("click", () => this.jumpToLive());
+    }
+
+    connectedCallback() { this.render(); this.connect(); }
+    disconnectedCallback() { this.disconnect(); }
+
+    attributeChangedCallback(name, old, value) {
+      if (old === value || !this.isConnected) return;
+      if (name === "server" || name === "room") { this.reset(); this.connect(); } else this.render();
+    }
+
+    get mode() { return ["captions", "notes", "both"].includes(this.getAttribute("mode")) ? this.getAttribute("mode")
+                                                                                              : "captions"; }
+
+    render() {
+      const mode = this.mode, height = this.getAttribute("height"), size = this.getAttribute("font-size");
+      this.style.setProperty("--rt-height", height || "100%");
+      if (size) this.style.setProperty("--rt-font-size", size); else this.style.removeProperty("--rt-font-size");
+      this.$.captions.hidden = mode === "notes";
+      this.$.panes.classList.toggle("both", mode === "both");
+      this.$.lang.textContent = this.getAttribute("lang-label") || "";
+      this.showNotesPane();
+    }
+
+    showNotesPane() {
+      const some = this.$.bullets.childElementCount > 0;
+      this.$.notes.hidden = this.mode === "captions" || (this.mode === "both" && !some);
+      this.$.noNotes.hidden = some;
+    }
+
+    url() {
+      const base = new URL(this.getAttribute("server") || scriptOrigin || location.origin, location.href);
+      base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
+      base.pathname = `/ws/listen/${encodeURIComponent(this.getAttribute("room") || "")}`;
+      return base.href;
+    }
+
+    connect() {
+      this.disconnect();
+      if (!this.getAttribute("room")) { this.state("no room given"); return; }
+      const ws = new WebSocket(this.url());
+      this.ws = ws;
+      this.state("connecting…");
+      ws.onopen = () => { this.retry = 0; this.state("connected"); };
+      ws.onmessage = (m) => { if (this.ws === ws) this.onEvent(JSON.parse(m.data)); };
+      ws.onclose = (e) => {
+        if (this.ws !== ws) return; // replaced or disconnected on purpose
+        this.ws = null;
+        this.$.live.classList.remove("on");
+        if (CLOSE_TEXT[e.code]) { this.state(CLOSE_TEXT[e.code]); return; }
+        const delay = Math.min(15000, 500 * 2 ** this.retry++) * (0.8 + 0.4 * Math.random());
+        this.state(`reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
+        this.timer = setTimeout(() => this.connect(), delay);
+      };
+    }
+
+    disconnect() {
+      clearTimeout(this.timer);
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close();
+    }
+
+    reset() {
+      this.finals.clear();
+      this.$.finals.replaceChildren(el("p", "empty", "Waiting for the lecture to begin…"));
+      this.setPartial("", "");
+      this.$.bullets.replaceChildren();
+      this.showNotesPane();
+    }
+
+    state(text) { this.$.state.textContent = text; }
+
+    onEvent(ev) {
+      if (ev.type === "hello" && ev.finals < this.finals.size) this.reset(); // a new lecture under the same name
+      else if (ev.type === "final") this.addFinal(ev);
+      else if (ev.type === "partial") this.setPartial(ev.committed, ev.unstable);
+      else if (ev.type === "notes") this.showNotes(ev);
+      else if (ev.type === "status") {
+        const live = ev.state === "live";
+        this.$.live.classList.toggle("on", live);
+        this.state(live ? `live · ${ev.listeners} watching` : ev.state === "stopped" ? "lecture paused" : ev.state);
+      } else if (ev.type === "error") this.state(ev.message);
+      this.dispatchEvent(new CustomEvent("realtime-event", { detail: ev, bubbles: true, composed: true }));
+      if (this.follow) this.$.scroll.scrollTop = this.$.scroll.scrollHeight;
+    }
+
+    addFinal(ev) {
+      if (this.finals.has(ev.id)) return;
+      this.finals.set(ev.id, ev);
+      const p = el("p", "final");
+      p.append(el("time", "", clock(ev.start)), ev.text);
+      const empty = this.$.finals.querySelector(".empty");
+      if (empty) empty.remove();
+      // Finals arrive in id order (append); one replayed after a reconnect may land before later ones.
+      const last = this.$.finals.lastElementChild;
+      const next = last && Number(last.dataset.id) > ev.id
+        ? [...this.$.finals.children].find((c) => Number(c.dataset.id) > ev.id) : null;
+      p.dataset.id = ev.id;
+      this.$.finals.insertBefore(p, next || null);
+      this.setPartial("", "");
+    }
+
+    setPartial(committed, unstable) {
+      if (this.$.committed.textContent !== committed) this.$.committed.textContent = committed;
+      if (this.$.unstable.textContent !== unstable) this.$.unstable.textContent = unstable;
+    }
+
+    showNotes(ev) {
+      this.$.notes.dataset.version = ev.version;
+      this.$.source.textContent = ev.source === "extractive" ? "(key sentences, no LLM)" : "";
+      this.$.bullets.replaceChildren(...ev.bullets.filter((b) => !b.parent).map((b) => {
+        const li = el("li");
+        inline(li, b.text);
+        const subs = ev.bullets.filter((c) => c.parent === b.id);
+        if (subs.length) {
+          const ul = el("ul");
+          for (const c of subs) { const sub = el("li"); inline(sub, c.text); ul.append(sub); }
+          li.append(ul);
+        }
+        return li;
+      }));
+      this.showNotesPane();
+    }
+
+    jumpToLive() {
+      this.follow = true;
+      this.$.jump.hidden = true;
+      this.$.scroll.scrollTop = this.$.scroll.scrollHeight;
+    }
+
+    transcript() {
+      return [...this.finals.values()].sort((a, b) => a.id - b.id)
+        .map((f) => `[${clock(f.start)}] ${f.text}`).join("\n");
+    }
+  }
+
+  customElements.define("realtime-captions", RealtimeCaptions);
+
+  // One-tag embedding: <script src=".../widget.js" data-room="…"> puts the element where the script stands.
+  const script = document.currentScript;
+  if (script && script.dataset.room) {
+    const node = document.createElement("realtime-captions");
+    for (const [k, v] of Object.entries(script.dataset)) node.setAttribute(k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), v);
+    script.after(node);
+  }
+})();
