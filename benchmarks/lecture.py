@@ -5,6 +5,9 @@
 Starts `realtime serve` with the given flags (shipped model by default), plays the lecture (English dev clips joined
 with 1-3 s of low noise), and prints a JSON report: per-word committed latency (word end -> first shown as
 committed), first-appearance latency, end of speech -> final delay, WER, and the server's peak RSS.
+
+Word ends here are the finals' own word times (quick, no truth pass); `python -m benchmarks.run` is the full
+harness, timed against an independent offline truth and with baselines, capacity and fan-out.
 """
 
 from __future__ import annotations
@@ -16,24 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import Server
 from realtime.client import stream_audio
 from realtime.latency import final_delays, summary, word_latencies
-from tests.conftest import ServerProcess
 from tests.speech import ROOT, english, load_clips, make_lecture, wer
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 async def run(args: argparse.Namespace, server_args: list[str]) -> dict:
     tmp = Path(tempfile.mkdtemp())
     clips = english(load_clips(tmp))[: args.clips]
     lecture = make_lecture(clips)
-    server = ServerProcess(ROOT / ".cache", tmp / "server.log", *server_args)
+    server = Server(server_args, tmp / "server.log")
     try:
         result = await stream_audio(server.url, "bench", lecture.audio, speed=args.speed, language="en")
         lat = word_latencies(result.events, args.speed)
@@ -47,7 +43,7 @@ async def run(args: argparse.Namespace, server_args: list[str]) -> dict:
             "committed_latency": summary([w.to_commit for w in lat]),
             "first_seen_latency": summary([w.to_first for w in lat]),
             "final_delay": summary(final_delays(result.events, speed=args.speed)),
-            "peak_rss_mb": peak_rss_mb(server.proc.pid),
+            "peak_rss_mb": server.peak_rss_mb(),
             "decode_s": server.get_json("/healthz")["decode_s"],
             "decodes": server.get_json("/healthz")["decodes"],
             "text": [f["text"] for f in result.finals] if args.text else None,
