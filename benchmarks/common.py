@@ -122,14 +122,17 @@ class Server:
     """
 
     def __init__(self, args: list[str], log_path: Path, ready_timeout: float = 900.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, port: int | None = None):
         self.args = args
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "REALTIME_CACHE_DIR": os.environ.get("REALTIME_CACHE_DIR", str(CACHE)), **(env or {})}
+        # A database of its own beside the log (rooms persist; a run must not inherit an earlier run's rooms).
+        env = {**os.environ, "REALTIME_CACHE_DIR": os.environ.get("REALTIME_CACHE_DIR", str(CACHE)),
+               "REALTIME_DB": str(log_path.with_suffix(".db")), **(env or {})}
+        self.db = env["REALTIME_DB"]
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "realtime", "serve", "--port", str(self.port), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

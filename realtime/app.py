@@ -9,11 +9,13 @@ import sys
 
 from aiohttp import web
 
+from realtime.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
 from realtime.config import Settings
 from realtime.engine import Engine
 from realtime.model import DecodeOptions, ModelError, WhisperDecoder, pick_device
 from realtime.notes.llm import LLMClient, LLMConfig
 from realtime.server import create_app
+from realtime.store import Store, open_store
 
 log = logging.getLogger("realtime")
 
@@ -41,6 +43,19 @@ def build_llm(settings: Settings) -> LLMClient | None:
                                settings.llm_retries))
 
 
+def build_gate(settings: Settings, store: Store) -> Gate:
+    """The access rules. A server reachable from other machines gets an admin key on its first start: printed
+    once (stdout, not the log) and stored only as a hash."""
+    stored = store.get_meta(ADMIN_KEY_META)
+    if not is_loopback(settings.host) and not settings.admin_key and stored is None:
+        key = new_key("ak_")
+        store.set_meta(ADMIN_KEY_META, hash_key(key))
+        stored = hash_key(key)
+        print(f"realtime: admin key for the room API (shown once, stored hashed): {key}", flush=True)
+    configured = bool(settings.admin_key) or stored is not None
+    return Gate(open_rooms_allowed(settings.host, configured), settings.admin_key, stored)
+
+
 def install_uvloop() -> bool:
     if sys.platform == "win32":
         return False
@@ -61,11 +76,20 @@ def run_server(settings: Settings) -> int:
     except ModelError as exc:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
+    try:
+        store = open_store(settings.db)
+    except Exception as exc:  # sqlite3.Error, OSError: a path we cannot open or a newer schema
+        print(f"realtime: cannot open the database {settings.db}: {exc}", file=sys.stderr)
+        return 2
+    gate = build_gate(settings, store)
     decoder.warm_up()
+    log.warning("rooms: %s; database %s", "open on first use (loopback, no admin key)" if gate.open_rooms
+                else "made with `realtime room create` or the admin API; publishing needs the speaker key",
+                settings.db)
     log.warning("model %s loaded from %s on %s/%s in %.1f s (workers %d, loop %s)", settings.model, decoder.path,
                 decoder.device, decoder.compute_type, decoder.load_s, decoder.workers,
                 "uvloop" if fast_loop else "asyncio")
-    app = create_app(settings, build_engine(settings, decoder), build_llm(settings))
+    app = create_app(settings, build_engine(settings, decoder), store, gate, build_llm(settings))
     print(f"realtime serving on http://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 handle_signals=True, shutdown_timeout=10)

@@ -1,4 +1,4 @@
-"""`realtime serve | stream | listen`: the console entry point."""
+"""`realtime serve | stream | listen | room | export`: the console entry point."""
 
 from __future__ import annotations
 
@@ -34,12 +34,38 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     stream.add_argument("--prompt", default="", help="course terms and context for the decoder")
     stream.add_argument("--jsonl", action="store_true", help="print every event as a JSON line with receive time t")
+    stream.add_argument("--key", default=None, help="the room's speaker key (or REALTIME_KEY)")
+    stream.add_argument("--takeover", action="store_true", help="replace the room's current speaker")
 
     listen = sub.add_parser("listen", help="join a room as a listener and print captions")
     listen.add_argument("room")
     listen.add_argument("--server", default=DEFAULT_SERVER)
-    listen.add_argument("--jsonl", action="store_true")
+    listen.add_argument("--jsonl", action="store_true", help="print every event as a JSON line")
     listen.add_argument("--idle", type=float, default=None, help="exit after this many seconds without events")
+    listen.add_argument("--since", type=int, default=None, help="resume after this seq (the last one you saw)")
+    listen.add_argument("--key", default=None, help="a private room's viewer key (or REALTIME_KEY)")
+
+    room = sub.add_parser("room", help="create, list or delete rooms (in the server's database)")
+    room_sub = room.add_subparsers(dest="action", required=True)
+    create = room_sub.add_parser("create", help="make a room; prints its keys (shown once) and links")
+    create.add_argument("title", help='e.g. "Physics 101"')
+    create.add_argument("--name", default=None, help="room name in URLs (default: from the title)")
+    create.add_argument("--private", action="store_true", help="viewers need a viewer key too")
+    listing = room_sub.add_parser("list", help="the rooms and their state")
+    delete = room_sub.add_parser("delete", help="delete a room and its transcript")
+    delete.add_argument("name")
+    for p in (create, listing, delete):
+        p.add_argument("--db", default=None, help="database path (default: REALTIME_DB or the serve default)")
+    create.add_argument("--public-url", default=None, help="base URL for the links (default: REALTIME_PUBLIC_URL "
+                                                           "or http://HOST:PORT of the serve settings)")
+    create.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    exp = sub.add_parser("export", help="download a room's transcript, subtitles, notes or summary")
+    exp.add_argument("room")
+    exp.add_argument("--format", choices=("txt", "srt", "vtt", "json", "md"), default="txt")
+    exp.add_argument("--server", default=DEFAULT_SERVER)
+    exp.add_argument("--key", default=None, help="a private room's viewer key (or REALTIME_KEY)")
+    exp.add_argument("-o", "--output", default=None, help="write to this file instead of standard output")
     return parser
 
 
@@ -103,7 +129,8 @@ def _stream(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(stream_audio(args.server, args.room, audio, speed=args.speed, chunk_ms=args.chunk_ms,
                                           language=args.language, task=args.task, prompt=args.prompt,
-                                          on_event=CaptionPrinter(args.jsonl)))
+                                          on_event=CaptionPrinter(args.jsonl), key=_key(args),
+                                          takeover=args.takeover))
     except (TimeoutError, OSError) as exc:
         print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1
@@ -114,16 +141,59 @@ def _listen(args: argparse.Namespace) -> int:
     from realtime.client import listen
 
     try:
-        asyncio.run(listen(args.server, args.room, idle=args.idle, on_event=CaptionPrinter(args.jsonl)))
+        result = asyncio.run(listen(args.server, args.room, idle=args.idle, on_event=CaptionPrinter(args.jsonl),
+                                    since=args.since, key=_key(args)))
     except OSError as exc:
         print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        pass
+        return 0
+    return 1 if any(e["type"] == "error" for e in result.events) else 0
+
+
+def _key(args: argparse.Namespace) -> str | None:
+    """A key from the flag or REALTIME_KEY: the environment keeps it out of shell history and `ps`."""
+    import os
+
+    return args.key or os.environ.get("REALTIME_KEY") or None
+
+
+def _room(args: argparse.Namespace) -> int:
+    from realtime.room_admin import room_command
+
+    return room_command(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    from realtime.client import auth_headers, http_url
+
+    url = f"{http_url(args.server)}/v1/rooms/{quote(args.room, safe='')}/export?format={args.format}"
+    request = urllib.request.Request(url, headers=auth_headers(_key(args)))
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        print(f"realtime: {args.room}: HTTP {exc.code}: {detail}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(body)
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "stream": _stream, "listen": _listen}[args.command](args)
+    commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export}
+    return commands[args.command](args)

@@ -7,6 +7,7 @@ its receive time `t` (seconds since the first audio was sent), which is what lat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,10 @@ import numpy as np
 import websockets
 
 from realtime.audio import SAMPLE_RATE
+
+# Errors after which the server closes a speaker's connection.
+REFUSALS = ("server_full", "speaker_exists", "bad_room", "key_required", "bad_key", "no_such_room",
+            "lecture_too_long", "origin_not_allowed", "taken_over", "idle_timeout", "shutting_down")
 
 
 @dataclass
@@ -34,17 +39,29 @@ class StreamResult:
         return " ".join(e["text"] for e in self.finals)
 
 
-def ws_url(server: str, role: str, room: str) -> str:
+def ws_url(server: str, role: str, room: str, since: int | None = None) -> str:
     base = server.rstrip("/")
     if base.startswith("http"):
         base = "ws" + base[4:]
-    return f"{base}/ws/{role}/{quote(room, safe='')}"
+    return f"{base}/ws/{role}/{quote(room, safe='')}" + (f"?since={since}" if since is not None else "")
+
+
+def http_url(server: str) -> str:
+    """The HTTP base of a server given as ws://, wss://, http:// or https://."""
+    base = server.rstrip("/")
+    return "http" + base[2:] if base.startswith("ws") else base
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """Keys go in a header, never in the URL (proxies log URLs)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: float = 1.0, chunk_ms: int = 100,
                        language: str | None = None, task: str = "transcribe", prompt: str = "",
                        on_event: Callable[[dict[str, Any]], None] | None = None,
-                       stop_timeout: float = 120.0) -> StreamResult:
+                       stop_timeout: float = 120.0, key: str | None = None,
+                       takeover: bool = False) -> StreamResult:
     """Send int16 16 kHz mono audio at `speed` x real time (0 = as fast as possible), then stop and wait for the
     server's `stopped` status, collecting every event."""
     result = StreamResult()
@@ -56,37 +73,44 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
 
     async def receive(ws) -> None:
         nonlocal history_until
-        async for raw in ws:
-            event = json.loads(raw)
-            if event["type"] == "hello":
-                history_until = event["seq"]
-            elif event["type"] in ("final", "partial") and event["seq"] <= history_until:
-                continue
-            event["t"] = round(time.monotonic() - t0, 4)
-            result.events.append(event)
-            if on_event:
-                on_event(event)
-            if event["type"] == "status" and event.get("state") == "stopped":
-                stopped.set()
-            if event["type"] == "error" and event.get("code") in ("server_full", "speaker_exists", "bad_room"):
-                stopped.set()
+        try:
+            async for raw in ws:
+                event = json.loads(raw)
+                if event["type"] == "hello":
+                    history_until = event["seq"]
+                elif event["type"] in ("final", "partial") and event["seq"] <= history_until:
+                    continue
+                event["t"] = round(time.monotonic() - t0, 4)
+                result.events.append(event)
+                if on_event:
+                    on_event(event)
+                if event["type"] == "status" and event.get("state") == "stopped":
+                    stopped.set()
+                if event["type"] == "error" and event.get("code") in REFUSALS:
+                    stopped.set()
+        finally:
+            stopped.set()  # the server closed the connection
 
-    async with websockets.connect(ws_url(server, "speak", room), max_size=None) as ws:
+    async with websockets.connect(ws_url(server, "speak", room), max_size=None,
+                                  additional_headers=auth_headers(key)) as ws:
         receiver = asyncio.create_task(receive(ws))
-        await ws.send(json.dumps({"type": "start", "language": language, "task": task, "prompt": prompt}))
+        await ws.send(json.dumps({"type": "start", "language": language, "task": task, "prompt": prompt,
+                                  "takeover": takeover}))
         t0 = time.monotonic()
         pcm = audio.astype("<i2").tobytes()
-        for i, start in enumerate(range(0, len(audio), chunk)):
-            if stopped.is_set():
-                break
-            await ws.send(pcm[start * 2:(start + chunk) * 2])
-            if speed > 0:
-                due = t0 + (i + 1) * chunk_ms / 1000 / speed
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            else:
-                await asyncio.sleep(0)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for i, start in enumerate(range(0, len(audio), chunk)):
+                if stopped.is_set():
+                    break
+                await ws.send(pcm[start * 2:(start + chunk) * 2])
+                if speed > 0:
+                    due = t0 + (i + 1) * chunk_ms / 1000 / speed
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                else:
+                    await asyncio.sleep(0)
+            if not stopped.is_set():
+                await ws.send(json.dumps({"type": "stop"}))
         if not stopped.is_set():
-            await ws.send(json.dumps({"type": "stop"}))
             try:
                 await asyncio.wait_for(stopped.wait(), stop_timeout)
             except TimeoutError:
@@ -98,11 +122,14 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
 
 
 async def listen(server: str, room: str, *, idle: float | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> StreamResult:
-    """Join a room as a listener; return when the server closes or after `idle` seconds without events."""
+                 on_event: Callable[[dict[str, Any]], None] | None = None, since: int | None = None,
+                 key: str | None = None) -> StreamResult:
+    """Join a room as a listener; return when the server closes or after `idle` seconds without events. With
+    `since` (the last seq seen) the server sends only what came after it."""
     result = StreamResult()
     t0 = time.monotonic()
-    async with websockets.connect(ws_url(server, "listen", room), max_size=None) as ws:
+    async with websockets.connect(ws_url(server, "listen", room, since), max_size=None,
+                                  additional_headers=auth_headers(key)) as ws:
         while True:
             try:
                 raw = await (asyncio.wait_for(ws.recv(), idle) if idle else ws.recv())

@@ -24,6 +24,14 @@ def _default_cache_dir() -> str:
     return str(Path(base) / "realtime")
 
 
+def _default_db_path() -> str:
+    """$XDG_STATE_HOME/realtime/realtime.db, else ~/.local/state/realtime/realtime.db (a relative XDG_STATE_HOME is
+    ignored, as the XDG spec asks)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return str(base / "realtime" / "realtime.db")
+
+
 def opt(default: Any, help: str, **kw: Any) -> Any:
     """A settings field with its help text (shown by --help and in the README table)."""
     if callable(default):
@@ -40,6 +48,23 @@ class Settings:
     static_dir: str = opt("", "Directory of browser pages to serve at / (default: the repository's static/).")
     allowed_origins: str = opt("", "Other web origins whose pages may use the WebSockets and HTTP API, e.g. the "
                                "site embedding the widget: comma-separated https://host[:port] or * (any).")
+    public_url: str = opt("", "Base URL people use to reach this server, for the viewer links rooms are created with, "
+                          "e.g. https://captions.example.edu (empty: the address of the request).")
+    # rooms, keys and storage
+    db: str = opt(_default_db_path, "SQLite database of rooms, transcripts, notes and summaries (':memory:' keeps "
+                  "nothing across restarts).")
+    admin_key: str = opt("", "Admin key of the room API. Empty: one is made on the first start bound beyond "
+                         "loopback, printed once and stored hashed.", secret=True)
+    max_rooms: int = opt(1000, "Rooms that may exist; creating more is refused with too_many_rooms.")
+    max_listeners: int = opt(2000, "Listeners per room; more are refused with room_full (1013).")
+    max_audio_rate: float = opt(2.0, "Speakers may send audio at most this many times real time, sustained; faster "
+                                "senders are slowed down (0 = no limit).")
+    audio_burst_s: float = opt(120.0, "Audio a speaker may send ahead of that rate at once (a browser's buffer "
+                               "flushed after a reconnect).")
+    idle_timeout_s: float = opt(300.0, "A speaker connection that sends nothing for this long is closed (4410); its "
+                                "lecture is kept.")
+    max_lecture_s: float = opt(6 * 3600.0, "Longest lecture in a room (audio seconds); beyond it the stream is "
+                               "stopped with lecture_too_long (4413).")
     # model
     model: str = opt("base", "Whisper model: 'base' (shipped), 'tiny.en' (if installed), a CTranslate2 directory, "
                      "or a hub name such as large-v3 / large-v3-turbo (needs a download or a local HF cache).")
@@ -106,6 +131,10 @@ class Settings:
             (self.max_frame_bytes >= 2, "max_frame_bytes must be at least 2"),
             (self.max_message_bytes >= 256, "max_message_bytes must be at least 256"),
             (self.max_room_name >= 1, "max_room_name must be at least 1"),
+            (self.max_rooms >= 1 and self.max_listeners >= 1, "max_rooms and max_listeners must be at least 1"),
+            (self.max_audio_rate >= 0 and self.audio_burst_s >= 1, "max_audio_rate >= 0, audio_burst_s >= 1"),
+            (self.idle_timeout_s > 0 and self.max_lecture_s > 0, "timeouts must be positive"),
+            (bool(self.db), "db must be a path or :memory:"),
             (self.max_utterance_s >= 2.0, "max_utterance_s must be at least 2"),
             (self.partial_interval_s > 0, "partial_interval_s must be positive"),
             (self.partial_beam >= 1 and self.final_beam >= 1, "beam sizes must be at least 1"),

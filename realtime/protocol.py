@@ -33,16 +33,30 @@ SERVER_FULL = "server_full"
 SLOW_LISTENER = "slow_listener"
 INTERNAL = "internal"
 ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+KEY_REQUIRED = "key_required"
+BAD_KEY = "bad_key"
+NO_SUCH_ROOM = "no_such_room"
+ROOM_FULL = "room_full"
+TOO_MANY_ROOMS = "too_many_rooms"
+TAKEN_OVER = "taken_over"
+IDLE_TIMEOUT = "idle_timeout"
+LECTURE_TOO_LONG = "lecture_too_long"
+SHUTTING_DOWN = "shutting_down"
 
 # WebSocket close codes. 1xxx are RFC 6455; 4xxx are ours.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013  # server_full
+CLOSE_TRY_AGAIN = 1013  # server_full, room_full, too_many_rooms
 CLOSE_BAD_ROOM = 4400
+CLOSE_KEY = 4401  # key_required, bad_key
 CLOSE_ORIGIN = 4403  # origin_not_allowed
+CLOSE_NO_SUCH_ROOM = 4404
 CLOSE_SLOW_LISTENER = 4408
-CLOSE_SPEAKER_EXISTS = 4409
+CLOSE_SPEAKER_EXISTS = 4409  # speaker_exists, taken_over
+CLOSE_IDLE = 4410
+CLOSE_TOO_LONG = 4413  # lecture_too_long
+MAX_KEY_CHARS = 200
 
 # The languages Whisper knows (faster_whisper.tokenizer._LANGUAGE_CODES); an unknown one would fail every decode.
 LANGUAGES = frozenset("""
@@ -81,6 +95,15 @@ class Start:
     language: str | None = None  # None = detect
     task: str = "transcribe"
     prompt: str = ""
+    takeover: bool = False  # replace the room's current speaker (needs the speaker key where the room has one)
+
+
+@dataclass(frozen=True)
+class Auth:
+    """A room key, sent as the first message by browsers (they cannot set an Authorization header on a
+    WebSocket, and a key in the URL would end up in proxy logs)."""
+
+    key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,7 @@ class Ping:
     id: Any = None
 
 
-Command = Start | Stop | Ping
+Command = Start | Stop | Ping | Auth
 
 
 def parse_text(raw: str, max_bytes: int) -> Command:
@@ -117,6 +140,11 @@ def parse_text(raw: str, max_bytes: int) -> Command:
                                   or isinstance(ident, float) and not math.isfinite(ident)):
             raise ProtocolError(BAD_MESSAGE, "ping id must be a string or a number")
         return Ping(ident)
+    if kind == "auth":
+        key = msg.get("key")
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+            raise ProtocolError(BAD_MESSAGE, f"auth needs a 'key' string of 1-{MAX_KEY_CHARS} characters")
+        return Auth(key)
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, "message needs a string 'type'")
     raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
@@ -144,7 +172,10 @@ def _parse_start(msg: dict[str, Any]) -> Start:
     encoding = msg.get("encoding", "s16le")
     if encoding != "s16le":
         raise ProtocolError(BAD_MESSAGE, "encoding must be 's16le'")
-    return Start(language=language, task=task, prompt=prompt.strip())
+    takeover = msg.get("takeover", False)
+    if not isinstance(takeover, bool):
+        raise ProtocolError(BAD_MESSAGE, "takeover must be true or false")
+    return Start(language=language, task=task, prompt=prompt.strip(), takeover=takeover)
 
 
 def check_audio(frame: bytes, max_bytes: int) -> None:
@@ -243,6 +274,7 @@ class Hello(Event):
     protocol: int = PROTOCOL_VERSION
     model: str = ""
     finals: int = 0
+    replay: str = "history"  # what follows: history (a fresh join), exact or durable (a resume; see Room.replay)
 
 
 @dataclass(frozen=True)

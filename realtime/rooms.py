@@ -1,8 +1,14 @@
-"""Rooms: per-room event numbering, the transcript so far, and fan-out to listeners with bounded queues.
+"""Rooms: per-room event numbering, the transcript so far, durability, resume, and fan-out with bounded queues.
 
 A room numbers every published event (`seq`), keeps its finals (for late joiners and the transcript endpoint) and
 the current partial, and copies each event's JSON into every connection's queue. A connection whose queue is full
 is too slow to keep up: it is closed with `slow_listener` instead of slowing the speaker or anyone else.
+
+Durability: finals, notes and summaries are written to the store *before* anyone is sent them, so a crash never
+loses what a listener has seen. Seqs are reserved in the store in blocks, so after a crash numbering continues
+above anything that was sent. A listener that reconnects with the last `seq` it saw gets exactly the events it
+missed from a ring of recent events, or, when the ring does not reach back that far (a long outage, a restart),
+every final, notes and summary it missed and the current partial.
 """
 
 from __future__ import annotations
@@ -17,7 +23,23 @@ from typing import Any
 
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import NotesState
-from realtime.protocol import CLOSE_SLOW_LISTENER, SLOW_LISTENER, Error, Event, Final, Notes, Partial, encode
+from realtime.protocol import (
+    CLOSE_SLOW_LISTENER,
+    SLOW_LISTENER,
+    Error,
+    Event,
+    Final,
+    Hello,
+    Notes,
+    Partial,
+    Status,
+    Summary,
+    encode,
+)
+from realtime.store import RoomRecord, RoomState, Store
+
+RESUME_EVENTS = 2048  # recent events kept for exact resume: about 8 minutes of a lecture's partials and statuses
+SEQ_BLOCK = 1000  # seqs reserved in the store at a time
 
 log = logging.getLogger(__name__)
 
@@ -61,34 +83,69 @@ class Connection:
 
 
 class Room:
-    def __init__(self, name: str):
+    def __init__(self, name: str, store: Store | None = None, record: RoomRecord | None = None):
         self.name = name
-        self.seq = 0
+        self.store = store
+        self.record = record or RoomRecord(name)
+        self.seq = self.record.seq_reserved  # after a restart, above every seq that may have been sent
+        self.restart_seq = self.seq  # events up to here were sent before a restart: only durable ones replay
         self.finals: list[dict[str, Any]] = []
         self._final_texts: list[str] = []  # the same finals, encoded once
         self.partial: dict[str, Any] | None = None
+        self.recent: deque[tuple[int, str]] = deque(maxlen=RESUME_EVENTS)
         self.connections: set[Connection] = set()
         self.speaker: Connection | None = None
-        self.audio_s = 0.0  # lecture time so far (sum over the room's streams)
+        self.session: Any = None  # the speaker's session while one is connected (server.SpeakerSession)
+        self.audio_s = self.record.audio_s  # lecture time so far (sum over the room's streams)
         self.notes = NotesState()
         self.notes_schedule = NotesScheduler()
         self._notes_text: str | None = None  # the latest notes event, for late joiners
+        self._summary_text: str | None = None
         self.notes_first_new = 0  # finals from this index on are not in the notes yet
         self.notes_busy = False
         self.llm_tokens = 0
-        self.glossary = ""  # the speaker's start prompt: course terms
+        self.glossary = self.record.glossary  # the speaker's start prompt: course terms
         self.summary = ""  # the latest end-of-lecture summary (Markdown)
+        self.store_errors = 0
+        self.published: dict[str, int] = {}  # events by type; shared by all rooms of a server (Rooms sets it)
+
+    @classmethod
+    def restore(cls, state: RoomState, store: Store | None) -> Room:
+        """A room as the store kept it: its finals, notes and summary, and its clock and seq carried on."""
+        room = cls(state.record.name, store, state.record)
+        room.seq = max(room.seq, *(f["seq"] for f in state.finals), 0)
+        room.restart_seq = room.seq
+        room.finals = list(state.finals)
+        room._final_texts = [_dumps(f) for f in state.finals]
+        if state.finals:
+            room.audio_s = max(room.audio_s, state.finals[-1]["end"])
+        if state.notes is not None:
+            room.notes = NotesState.from_event(state.notes)
+            room._notes_text = _dumps(state.notes)
+            room.notes_first_new = sum(1 for f in state.finals if f["seq"] < state.notes["seq"])
+        for f in state.finals[room.notes_first_new:]:
+            room.notes_schedule.add_final(f["text"], time.monotonic())
+        if state.summary is not None:
+            room.summary = state.summary["markdown"]
+            room._summary_text = _dumps(state.summary)
+        return room
 
     @property
     def listeners(self) -> int:
         return sum(1 for c in self.connections if c.role == "listener")
 
+    @property
+    def private(self) -> bool:
+        return self.record.viewer_key_hash is not None
+
     def publish(self, event: Event) -> dict[str, Any]:
-        """Number an event, remember what late joiners need, and queue it for every connection."""
+        """Number an event, store what must survive, remember what late joiners need, and queue it for everyone."""
         if isinstance(event, Final):
             event = dataclasses.replace(event, id=len(self.finals))
         self.seq += 1
+        self.published[event.type] = self.published.get(event.type, 0) + 1
         data = event.to_dict(self.seq)
+        self._persist(event, data)  # before anyone can see it
         if isinstance(event, Final):
             self.finals.append(data)
             if self.partial and self.partial["utterance"] == event.utterance:
@@ -96,29 +153,76 @@ class Room:
         elif isinstance(event, Partial):
             self.partial = data if (event.committed or event.unstable) else None
         text = _dumps(data)
+        self.recent.append((self.seq, text))
         if isinstance(event, Final):
             self._final_texts.append(text)
             self.notes_schedule.add_final(event.text, time.monotonic())
         elif isinstance(event, Notes):
             self._notes_text = text
+        elif isinstance(event, Summary):
+            self._summary_text = text
         for conn in list(self.connections):
             if not conn.offer(text):
                 self.connections.discard(conn)
                 log.info("room %s: disconnecting a slow %s", self.name, conn.role)
         return data
 
+    def _persist(self, event: Event, data: dict[str, Any]) -> None:
+        """Write durable events through to the store. A failing disk is logged and counted, and captions go on:
+        losing durability is better than losing the live lecture."""
+        if self.store is None:
+            return
+        try:
+            if self.seq > self.record.seq_reserved:
+                self.record.seq_reserved = self.seq + SEQ_BLOCK
+                self.store.reserve_seq(self.name, self.record.seq_reserved)
+            if isinstance(event, Final):
+                self.store.save_final(self.name, data, max(self.audio_s, event.end))
+            elif isinstance(event, Notes):
+                self.store.save_notes(self.name, data)
+            elif isinstance(event, Summary):
+                self.store.save_summary(self.name, data)
+            elif isinstance(event, Status):
+                self.store.save_progress(self.name, self.audio_s, self.glossary)
+        except Exception:
+            self.store_errors += 1
+            log.exception("room %s: storing %s %d failed", self.name, event.type, self.seq)
+
     def direct(self, conn: Connection, event: Event) -> None:
         """A reply to one connection (hello, error, pong); it repeats the room's current seq."""
         conn.offer(encode(event, self.seq))
 
-    def join(self, conn: Connection, hello: Event) -> None:
-        """Greet a connection, give it what it missed (finals so far, the current partial), add it to the fan-out."""
-        conn.backlog.append(encode(hello, self.seq))
-        conn.backlog.extend(self._final_texts)
-        if self.partial is not None:
-            conn.backlog.append(_dumps(self.partial))
-        if self._notes_text is not None:
-            conn.backlog.append(self._notes_text)
+    def replay(self, since: int | None) -> tuple[str, list[str]]:
+        """What a joining connection is sent after `hello`, and how it was chosen.
+
+        - `history` (no `since`): every final so far, the current partial, the latest notes and summary.
+        - `exact`: every event after `since`, when the ring of recent events reaches back that far.
+        - `durable`: otherwise (a long outage, a restart in between): every final, notes and summary after
+          `since`, then the current partial. Partials and statuses in between are gone, and matter no more.
+        """
+        if since is None:
+            texts = list(self._final_texts)
+            texts += [_dumps(self.partial)] if self.partial is not None else []
+            texts += [t for t in (self._notes_text, self._summary_text) if t is not None]
+            return "history", texts
+        if since >= self.seq:
+            return "exact", []
+        if since >= self.restart_seq and self.recent and self.recent[0][0] <= since + 1:
+            return "exact", [text for seq, text in self.recent if seq > since]
+        first = next((i for i in range(len(self.finals) - 1, -1, -1) if self.finals[i]["seq"] <= since), -1) + 1
+        texts = self._final_texts[first:]
+        for text in (self._notes_text, self._summary_text):
+            if text is not None and json.loads(text)["seq"] > since:
+                texts.append(text)
+        if self.partial is not None and self.partial["seq"] > since:
+            texts.append(_dumps(self.partial))
+        return "durable", texts
+
+    def join(self, conn: Connection, hello: Hello, since: int | None = None) -> None:
+        """Greet a connection, send it what it missed, and add it to the fan-out."""
+        mode, texts = self.replay(since)
+        conn.backlog.append(encode(dataclasses.replace(hello, replay=mode), self.seq))
+        conn.backlog.extend(texts)
         self.connections.add(conn)
 
     def leave(self, conn: Connection) -> None:
@@ -135,21 +239,40 @@ def _dumps(data: dict[str, Any]) -> str:
 
 
 class Rooms:
-    def __init__(self, notes_interval_s: float = 45.0, notes_min_words: int = 120) -> None:
+    """The rooms this process serves: in memory while in use, loaded from the store on first use after a start."""
+
+    def __init__(self, store: Store | None = None, notes_interval_s: float = 45.0, notes_min_words: int = 120):
         self._rooms: dict[str, Room] = {}
+        self.store = store
         self.notes_interval_s = notes_interval_s
         self.notes_min_words = notes_min_words
+        self.published: dict[str, int] = {}  # events by type over all rooms, for /metrics
+        self.store_errors = 0  # of rooms no longer in memory
 
-    def get(self, name: str) -> Room:
-        room = self._rooms.get(name)
-        if room is None:
-            room = self._rooms[name] = Room(name)
-            room.notes_schedule.interval_s = self.notes_interval_s
-            room.notes_schedule.min_new_words = self.notes_min_words
+    def _add(self, room: Room) -> Room:
+        room.published = self.published
+        room.notes_schedule.interval_s = self.notes_interval_s
+        room.notes_schedule.min_new_words = self.notes_min_words
+        self._rooms[room.name] = room
         return room
 
+    def get(self, name: str) -> Room:
+        """The room, made now (keyless) if it exists nowhere: for callers that already decided it may be made."""
+        return self.find(name) or self._add(Room(name, self.store, RoomRecord(name, created_at=time.time())))
+
     def find(self, name: str) -> Room | None:
-        return self._rooms.get(name)
+        room = self._rooms.get(name)
+        if room is None and self.store is not None:
+            state = self.store.load_room(name)
+            if state is not None:
+                room = self._add(Room.restore(state, self.store))
+        return room
+
+    def forget(self, name: str) -> Room | None:
+        room = self._rooms.pop(name, None)
+        if room is not None:
+            self.store_errors += room.store_errors
+        return room
 
     def __iter__(self):
         return iter(list(self._rooms.values()))

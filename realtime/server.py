@@ -1,7 +1,8 @@
-"""aiohttp application: the speaker and listener WebSocket endpoints and the browser pages.
+"""aiohttp application: the WebSocket endpoints' common plumbing, the listener endpoint, the browser pages and the
+server's lifecycle (start, graceful shutdown).
 
-Handlers only move bytes between sockets and the core (protocol, stream) and the shell (engine, rooms); the HTTP
-API is in `http_api.py`.
+Handlers only move bytes between sockets and the core (protocol, access) and the shell (engine, rooms, store); the
+speaker endpoint is in `speaker.py`, the HTTP API in `http_api.py`.
 """
 
 from __future__ import annotations
@@ -15,56 +16,62 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION, http_api
-from realtime.appkeys import ENGINE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED
+from realtime.access import Gate, bearer
+from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED, STATS, STORE, ServerStats
 from realtime.config import Settings
-from realtime.engine import Engine, Handle
+from realtime.engine import Engine
 from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
 from realtime.origins import OriginPolicy
 from realtime.protocol import (
-    ALREADY_STARTED,
-    BAD_ROOM,
+    BAD_KEY,
+    BAD_MESSAGE,
     CLOSE_BAD_ROOM,
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
+    CLOSE_KEY,
+    CLOSE_NO_SUCH_ROOM,
     CLOSE_NORMAL,
     CLOSE_ORIGIN,
-    CLOSE_SPEAKER_EXISTS,
     CLOSE_TRY_AGAIN,
-    INTERNAL,
+    KEY_REQUIRED,
+    NO_SUCH_ROOM,
     NOT_A_SPEAKER,
-    NOT_STARTED,
     ORIGIN_NOT_ALLOWED,
-    SERVER_FULL,
-    SPEAKER_EXISTS,
+    ROOM_FULL,
+    SHUTTING_DOWN,
+    TOO_MANY_ROOMS,
+    Auth,
     Hello,
     Ping,
     Pong,
     ProtocolError,
-    Start,
-    Status,
-    Stop,
-    check_audio,
     check_room,
     parse_text,
 )
 from realtime.rooms import Connection, Room, Rooms
-from realtime.stream import LectureStream, StreamConfig
-from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
+from realtime.store import Store
 
 log = logging.getLogger(__name__)
 
+AUTH_TIMEOUT_S = 10.0  # a private room's connection must present its key this soon
+SHUTDOWN_GRACE_S = 8.0  # SIGTERM: time for open utterances to get their finals
 
 
 def default_static_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "static"
 
 
-def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None) -> web.Application:
+def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
+               llm: LLMClient | None = None) -> web.Application:
+    from realtime.speaker import speaker_ws
+
     app = web.Application(client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[ENGINE] = engine
-    app[ROOMS] = Rooms(settings.notes_interval_s, settings.notes_min_words)
+    app[STORE] = store
+    app[GATE] = gate
+    app[STATS] = ServerStats()
+    app[ROOMS] = Rooms(store, settings.notes_interval_s, settings.notes_min_words)
     notes = app[NOTES] = NotesService(app[ROOMS], llm, window_tokens=settings.llm_window_tokens,
                                       room_token_budget=settings.llm_room_token_budget,
                                       language=settings.notes_language)
@@ -83,6 +90,15 @@ def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None)
             background.append(asyncio.get_running_loop().create_task(notes.run(), name="notes"))
 
     async def on_shutdown(app: web.Application) -> None:
+        """SIGTERM: new connections are already refused. Finish every open utterance (finals stored and sent),
+        bring the notes up to date, then close every socket with 1001 after what is queued for it."""
+        app[STATS].draining = True
+        sessions = [room.session for room in app[ROOMS] if room.session is not None]
+        if sessions:
+            log.warning("shutting down: finishing %d lecture stream(s)", len(sessions))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True),
+                                       SHUTDOWN_GRACE_S)
         for room in app[ROOMS]:
             for conn in list(room.connections):
                 conn.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -93,6 +109,7 @@ def create_app(settings: Settings, engine: Engine, llm: LLMClient | None = None)
         if llm is not None:
             await llm.close()
         await engine.close()
+        store.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
@@ -104,6 +121,7 @@ def add_pages(app: web.Application, static: Path) -> None:
     """The viewer at `/`, the lecturer page at `/speak`, and their assets (the widget among them) at `/static/`."""
     if not (static / "index.html").is_file():
         return
+
     def page(path: Path):
         async def handler(_: web.Request) -> web.FileResponse:
             return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
@@ -118,31 +136,99 @@ def add_pages(app: web.Application, static: Path) -> None:
 # ---------------------------------------------------------------- WebSocket plumbing
 
 
-async def _open(request: web.Request, role: str) -> tuple[web.WebSocketResponse, Connection, Room | None]:
-    settings = request.app[SETTINGS]
+async def refuse(ws: web.WebSocketResponse, stats: ServerStats, code: str, message: str, close_code: int) -> None:
+    """An error message, then the close code: a browser sees a failed handshake only as 1006, so refusals happen
+    after it, where the page can read why."""
+    stats.refuse(code)
+    with contextlib.suppress(Exception):
+        await ws.send_json({"type": "error", "seq": 0, "code": code, "message": message})
+        await ws.close(code=close_code, message=code.encode())
+
+
+async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketResponse, Connection, Room | None]:
+    """Handshake, origin and room checks; the room is None when the connection was refused (and closed)."""
+    app = request.app
+    settings, stats = app[SETTINGS], app[STATS]
     # Frames a little over the limit reach us and get a polite error; far larger ones are closed by aiohttp (1009).
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max(settings.max_frame_bytes,
                                                                   settings.max_message_bytes))
     await ws.prepare(request)
     conn = Connection(role, settings.listener_queue)
     origin = request.headers.get("Origin")
-    if not request.app[ORIGINS].allows(origin, request.host):
-        # Refused after the handshake: a browser shows a failed handshake only as 1006, the page needs the code.
+    if stats.draining:
+        await refuse(ws, stats, SHUTTING_DOWN, "the server is restarting; reconnect shortly", CLOSE_GOING_AWAY)
+        return ws, conn, None
+    if not app[ORIGINS].allows(origin, request.host):
         log.info("refused a %s connection from origin %r", role, origin)
-        await ws.send_json({"type": "error", "seq": 0, "code": ORIGIN_NOT_ALLOWED,
-                            "message": f"pages from {origin} may not connect to this server (--allowed-origins)"})
-        await ws.close(code=CLOSE_ORIGIN, message=ORIGIN_NOT_ALLOWED.encode())
+        await refuse(ws, stats, ORIGIN_NOT_ALLOWED,
+                     f"pages from {origin} may not connect to this server (--allowed-origins)", CLOSE_ORIGIN)
         return ws, conn, None
     try:
         name = check_room(request.match_info["room"], settings.max_room_name)
     except ProtocolError as exc:
-        await ws.send_json({"type": "error", "seq": 0, "code": exc.code, "message": exc.message})
-        await ws.close(code=CLOSE_BAD_ROOM, message=BAD_ROOM.encode())
+        await refuse(ws, stats, exc.code, exc.message, CLOSE_BAD_ROOM)
         return ws, conn, None
-    return ws, conn, request.app[ROOMS].get(name)
+    rooms = app[ROOMS]
+    room = rooms.find(name)
+    if room is None:
+        if not app[GATE].open_rooms:
+            await refuse(ws, stats, NO_SUCH_ROOM, f"there is no room {name!r}; rooms are made with "
+                         "`realtime room create` or the admin API", CLOSE_NO_SUCH_ROOM)
+            return ws, conn, None
+        if len(app[STORE].list_rooms()) >= settings.max_rooms and len(rooms) >= settings.max_rooms:
+            await refuse(ws, stats, TOO_MANY_ROOMS, "this server has as many rooms as it may hold", CLOSE_TRY_AGAIN)
+            return ws, conn, None
+        room = rooms.get(name)
+    if role == "listener" and room.listeners >= settings.max_listeners:
+        await refuse(ws, stats, ROOM_FULL, f"room {name!r} has {room.listeners} listeners, its limit",
+                     CLOSE_TRY_AGAIN)
+        return ws, conn, None
+    stats.connections[role] += 1
+    return ws, conn, room
 
 
-async def _sender(ws: web.WebSocketResponse, conn: Connection) -> None:
+async def first_key(request: web.Request, ws: web.WebSocketResponse, room: Room, needed: bool) -> str | None | bool:
+    """The key a connection presents: its `Authorization: Bearer` header, or else, where the room needs one before
+    anything is sent (a private room), an `auth` first message. False when it was refused (and closed)."""
+    key = bearer(request.headers.get("Authorization"))
+    if key or not needed:
+        return key
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
+        cmd = parse_text(msg.data, 1024) if msg.type == WSMsgType.TEXT else None
+    except (TimeoutError, ProtocolError):
+        cmd = None
+    if not isinstance(cmd, Auth):
+        await refuse(ws, request.app[STATS], KEY_REQUIRED,
+                     f"room {room.name!r} is private: send {{\"type\": \"auth\", \"key\": ...}} first", CLOSE_KEY)
+        return False
+    return cmd.key
+
+
+async def check_view(request: web.Request, ws: web.WebSocketResponse, room: Room) -> str | None | bool:
+    """The connection's key, after checking that it may see the room (False: refused and closed)."""
+    key = await first_key(request, ws, room, room.private)
+    if key is False:
+        return False
+    if not request.app[GATE].may_view(room.record.viewer_key_hash, room.record.speaker_key_hash, key):
+        log.info("room %s: refused a wrong viewer key", room.name)
+        await refuse(ws, request.app[STATS], BAD_KEY, "that key does not open this room", CLOSE_KEY)
+        return False
+    return key
+
+
+def since_of(request: web.Request) -> int | None:
+    """`?since=SEQ`: resume after the last event a client saw."""
+    raw = request.query.get("since")
+    if raw is None:
+        return None
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise ProtocolError(BAD_MESSAGE, "since must be a whole number (the last seq you saw)") from None
+
+
+async def sender(ws: web.WebSocketResponse, conn: Connection) -> None:
     """Drain a connection's queue into its socket; close it with the code a producer asked for."""
     try:
         while conn.backlog and conn.close_code is None:
@@ -160,15 +246,21 @@ async def _sender(ws: web.WebSocketResponse, conn: Connection) -> None:
                 await ws.close(code=conn.close_code, message=conn.close_reason.encode()[:120])
 
 
-async def _finish(ws: web.WebSocketResponse, conn: Connection, sender: asyncio.Task, code: int = CLOSE_NORMAL) -> None:
+async def finish(ws: web.WebSocketResponse, conn: Connection, task: asyncio.Task, code: int = CLOSE_NORMAL) -> None:
     conn.close(code)
     with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(sender, 5)
+        await asyncio.wait_for(task, 5)
     if not ws.closed:
         await ws.close(code=code)
 
 
-def _model_name(request: web.Request) -> str:
+def release(request: web.Request, room: Room) -> None:
+    """Forget an unused room (the store has it): memory stays bounded however many rooms are visited."""
+    if not room.connections and room.session is None and not room.notes_busy and room.notes_schedule.new_words == 0:
+        request.app[ROOMS].forget(room.name)
+
+
+def model_name(request: web.Request) -> str:
     return request.app[ENGINE].decoder.name
 
 
@@ -176,12 +268,19 @@ def _model_name(request: web.Request) -> str:
 
 
 async def listener_ws(request: web.Request) -> web.WebSocketResponse:
-    ws, conn, room = await _open(request, "listener")
+    ws, conn, room = await open_socket(request, "listener")
     if room is None:
         return ws
+    try:
+        since = since_of(request)
+    except ProtocolError as exc:
+        await refuse(ws, request.app[STATS], exc.code, exc.message, CLOSE_BAD_ROOM)
+        return ws
+    if await check_view(request, ws, room) is False:
+        return ws
     settings = request.app[SETTINGS]
-    sender = asyncio.get_running_loop().create_task(_sender(ws, conn))
-    room.join(conn, Hello(room.name, "listener", PROTOCOL_VERSION, _model_name(request), len(room.finals)))
+    task = asyncio.get_running_loop().create_task(sender(ws, conn))
+    room.join(conn, Hello(room.name, "listener", PROTOCOL_VERSION, model_name(request), len(room.finals)), since)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
@@ -194,126 +293,12 @@ async def listener_ws(request: web.Request) -> web.WebSocketResponse:
                     continue
                 if isinstance(cmd, Ping):
                     room.direct(conn, Pong(cmd.id))
-                else:
+                elif not isinstance(cmd, Auth):  # a key sent to a public room changes nothing
                     room.error(conn, NOT_A_SPEAKER, "only the speaker can start or stop the lecture")
             if conn.close_code is not None:
                 break
     finally:
         room.leave(conn)
-        await _finish(ws, conn, sender, conn.close_code or CLOSE_NORMAL)
-    return ws
-
-
-# ---------------------------------------------------------------- speaker
-
-
-class SpeakerSession:
-    """One speaker connection: start/stop, audio into the stream, periodic status."""
-
-    def __init__(self, request: web.Request, room: Room, conn: Connection):
-        self.settings = request.app[SETTINGS]
-        self.engine = request.app[ENGINE]
-        self.room = room
-        self.conn = conn
-        self.handle: Handle | None = None
-        self.model = _model_name(request)
-        self.notes = request.app[NOTES] if self.settings.notes else None
-
-    def status(self, state: str) -> Status:
-        s = self.handle.stream if self.handle else None
-        return Status(state, self.room.speaker is not None, self.room.listeners,
-                      round(s.received_s if s else self.room.audio_s, 2), round(s.lag_s if s else 0.0, 2),
-                      self.engine.queue_depth, self.model, self.room.llm_tokens)
-
-    def start(self, cmd: Start) -> None:
-        if self.handle is not None:
-            raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
-        st = self.settings
-        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold, st.vad_frame_ms)
-                    if st.vad_silero else webrtc_classifier(st.vad_aggressiveness, st.vad_frame_ms))
-        segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
-                              preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
-                              min_speech_ms=st.vad_min_speech_ms)
-        config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars)
-        stream = LectureStream(segmenter, cmd, config, t0=self.room.audio_s)
-        self.room.glossary = cmd.prompt
-        self.handle = self.engine.admit(self.room.name, stream, self.room.publish)
-        self.room.publish(self.status("live"))
-
-    def audio(self, frame: bytes) -> None:
-        if self.handle is None:
-            raise ProtocolError(NOT_STARTED, "send a start message before audio")
-        check_audio(frame, self.settings.max_frame_bytes)
-        for event in self.handle.stream.feed(frame):
-            self.room.publish(event)
-        self.room.audio_s = self.handle.stream.received_s
-        self.engine.kick()
-
-    async def stop(self) -> None:
-        """Finish every final of the stream (the last sentence is never lost), then announce `stopped`."""
-        handle, self.handle = self.handle, None
-        if handle is None:
-            return
-        for event in handle.stream.stop():
-            self.room.publish(event)
-        self.engine.finish(handle)
-        await handle.done.wait()
-        self.room.audio_s = handle.stream.received_s
-        if self.notes is not None:
-            await self.notes.flush(self.room)
-        self.room.publish(self.status("stopped"))
-
-    async def heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.status_interval_s)
-            if self.handle is not None:
-                self.room.publish(self.status("live"))
-
-
-async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
-    ws, conn, room = await _open(request, "speaker")
-    if room is None:
-        return ws
-    sender = asyncio.get_running_loop().create_task(_sender(ws, conn))
-    if room.speaker is not None:
-        room.error(conn, SPEAKER_EXISTS, "this room already has a speaker")
-        await _finish(ws, conn, sender, CLOSE_SPEAKER_EXISTS)
-        return ws
-    room.speaker = conn
-    session = SpeakerSession(request, room, conn)
-    room.join(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
-    beat = asyncio.get_running_loop().create_task(session.heartbeat())
-    close_code = CLOSE_NORMAL
-    try:
-        async for msg in ws:
-            try:
-                if msg.type == WSMsgType.BINARY:
-                    session.audio(msg.data)
-                elif msg.type == WSMsgType.TEXT:
-                    cmd = parse_text(msg.data, session.settings.max_message_bytes)
-                    if isinstance(cmd, Start):
-                        session.start(cmd)
-                    elif isinstance(cmd, Stop):
-                        await session.stop()
-                    elif isinstance(cmd, Ping):
-                        room.direct(conn, Pong(cmd.id))
-            except ProtocolError as exc:
-                room.error(conn, exc.code, exc.message)
-                if exc.code in (SERVER_FULL, SPEAKER_EXISTS):
-                    close_code = CLOSE_TRY_AGAIN if exc.code == SERVER_FULL else CLOSE_SPEAKER_EXISTS
-                    break
-            except Exception:
-                log.exception("room %s: speaker message failed", room.name)
-                room.error(conn, INTERNAL, "internal server error; the lecture so far is kept")
-                close_code = CLOSE_INTERNAL
-                break
-            if conn.close_code is not None:
-                break
-    finally:
-        beat.cancel()
-        room.leave(conn)
-        # A dropped speaker still gets its open utterance finalised for the listeners.
-        stopping = asyncio.get_running_loop().create_task(session.stop())
-        await _finish(ws, conn, sender, conn.close_code or close_code)
-        await asyncio.shield(stopping)
+        await finish(ws, conn, task, conn.close_code or CLOSE_NORMAL)
+        release(request, room)
     return ws

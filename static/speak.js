@@ -15,6 +15,7 @@ const speaker = (window.realtimeSpeaker = {
   running: false, // the lecturer pressed Start and has not pressed Stop
   stopping: false,
   live: false, // the current socket's `start` was accepted: packets go straight out
+  wasLive: false, // a `start` of this run was accepted: a reconnect continues our own lecture (takeover)
   ws: null,
   retry: 0,
   timer: 0,
@@ -161,15 +162,19 @@ function connect() {
   speaker.live = false;
   conn("connecting", "connecting…");
   ws.onopen = () => {
-    const language = $("language").value;
+    const language = $("language").value, key = $("key").value.trim();
+    // The key goes in the first message, never in the URL (proxies log URLs). A reconnect of this page's own
+    // lecture takes the room over: the server may not have noticed yet that the old connection is gone.
+    if (key) ws.send(JSON.stringify({ type: "auth", key }));
     ws.send(JSON.stringify({ type: "start", language: language === "auto" ? null : language,
-                             task: $("task").value, prompt: $("glossary").value }));
+                             task: $("task").value, prompt: $("glossary").value, takeover: speaker.wasLive }));
   };
   ws.onmessage = (m) => {
     if (typeof m.data !== "string" || speaker.ws !== ws) return;
     const ev = JSON.parse(m.data);
     if (ev.type === "status" && ev.state === "live" && !speaker.live) {
       speaker.live = true;
+      speaker.wasLive = true;
       speaker.retry = 0;
       conn("live", "live");
       if (!speaker.droppedBytes) message("");
@@ -187,7 +192,10 @@ function connect() {
     speaker.ws = null;
     speaker.live = false;
     if (!speaker.running) return;
-    if (e.code === 4400 || e.code === 4403) { fail(closeText(e.code)); return; }
+    if ([4400, 4401, 4403, 4404, 4413].includes(e.code) || e.reason === "taken_over") {
+      fail(closeText(e.code, e.reason));
+      return;
+    }
     const delay = Math.min(10000, 500 * 2 ** speaker.retry++) * (0.8 + 0.4 * Math.random());
     const secs = Math.max(1, Math.round(delay / 1000));
     conn("reconnecting", `reconnecting in ${secs} s`);
@@ -198,7 +206,11 @@ function connect() {
   };
 }
 
-function closeText(code) {
+function closeText(code, reason) {
+  if (reason === "taken_over") return "Another lecturer page took over this room with its speaker key.";
+  if (code === 4401) return "This room needs its speaker key: paste it into the Speaker key field and start again.";
+  if (code === 4404) return `There is no room “${room()}” on this server: create it with realtime room create.`;
+  if (code === 4413) return "This lecture reached the server's maximum length; its transcript is kept.";
   if (code === 4403) {
     return `This captioning server does not accept pages from ${location.origin}. Its administrator can allow `
       + "them with --allowed-origins.";
@@ -207,8 +219,8 @@ function closeText(code) {
 }
 
 function serverError(ev) {
-  if (ev.code === "server_full" || ev.code === "speaker_exists" || ev.code === "origin_not_allowed"
-      || ev.code === "bad_room") return; // explained when the close code arrives
+  if (["server_full", "speaker_exists", "origin_not_allowed", "bad_room", "key_required", "bad_key",
+       "no_such_room", "taken_over", "lecture_too_long"].includes(ev.code)) return; // explained at the close
   message(`The server reported: ${ev.message}`, "error");
 }
 
@@ -229,7 +241,7 @@ async function start() {
     message(micProblem(err), "error");
     return;
   }
-  Object.assign(speaker, { running: true, stopping: false, retry: 0, t0: 0, buffer: [], bufferedBytes: 0,
+  Object.assign(speaker, { running: true, stopping: false, wasLive: false, retry: 0, t0: 0, buffer: [], bufferedBytes: 0,
                            droppedBytes: 0, sentBytes: 0, capturedBytes: 0 });
   listDevices().catch(() => {});
   for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = true;

@@ -78,10 +78,13 @@
   };
   const CLOSE_TEXT = {
     4400: "invalid room name", 4403: "this site may not show these captions (ask the server to allow it)",
+    4401: "this room is private: open it with the viewer link that carries its key", 4404: "there is no such room",
   };
 
   class RealtimeCaptions extends HTMLElement {
-    static get observedAttributes() { return ["server", "room", "mode", "height", "font-size", "lang-label"]; }
+    static get observedAttributes() {
+      return ["server", "room", "key", "mode", "height", "font-size", "lang-label"];
+    }
 
     constructor() {
       super();
@@ -105,6 +108,7 @@
       this.timer = 0;
       this.follow = true;
       this.finals = new Map(); // final id -> event: a reconnect replays history, ids keep it free of duplicates
+      this.lastSeq = 0; // the newest room event seen: a reconnect asks for what came after it
       this.$.scroll.addEventListener("scroll", () => {
         const s = this.$.scroll, atEnd = s.scrollHeight - s.scrollTop - s.clientHeight < 48;
         if (atEnd !== this.follow) { this.follow = atEnd; this.$.jump.hidden = atEnd; }
@@ -117,7 +121,8 @@
 
     attributeChangedCallback(name, old, value) {
       if (old === value || !this.isConnected) return;
-      if (name === "server" || name === "room") { this.reset(); this.connect(); } else this.render();
+      if (name === "server" || name === "room" || name === "key") { this.reset(); this.connect(); }
+      else this.render();
     }
 
     get mode() { return ["captions", "notes", "both"].includes(this.getAttribute("mode")) ? this.getAttribute("mode")
@@ -143,6 +148,7 @@
       const base = new URL(this.getAttribute("server") || scriptOrigin || location.origin, location.href);
       base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
       base.pathname = `/ws/listen/${encodeURIComponent(this.getAttribute("room") || "")}`;
+      base.search = this.lastSeq ? `?since=${this.lastSeq}` : "";
       return base.href;
     }
 
@@ -152,7 +158,13 @@
       const ws = new WebSocket(this.url());
       this.ws = ws;
       this.state("connecting…");
-      ws.onopen = () => { this.retry = 0; this.state("connected"); };
+      ws.onopen = () => {
+        this.retry = 0;
+        this.state("connected");
+        // A private room's key goes in the first message, never in the URL (proxies log URLs).
+        const key = this.getAttribute("key");
+        if (key) ws.send(JSON.stringify({ type: "auth", key }));
+      };
       ws.onmessage = (m) => { if (this.ws === ws) this.onEvent(JSON.parse(m.data)); };
       ws.onclose = (e) => {
         if (this.ws !== ws) return; // replaced or disconnected on purpose
@@ -174,6 +186,7 @@
 
     reset() {
       this.finals.clear();
+      this.lastSeq = 0;
       this.$.finals.replaceChildren(el("p", "empty", "Waiting for the lecture to begin…"));
       this.setPartial("", "");
       this.$.bullets.replaceChildren();
@@ -183,6 +196,7 @@
     state(text) { this.$.state.textContent = text; }
 
     onEvent(ev) {
+      if (!["hello", "error", "pong"].includes(ev.type)) this.lastSeq = Math.max(this.lastSeq, ev.seq);
       if (ev.type === "hello" && ev.finals < this.finals.size) this.reset(); // a new lecture under the same name
       else if (ev.type === "final") this.addFinal(ev);
       else if (ev.type === "partial") this.setPartial(ev.committed, ev.unstable);

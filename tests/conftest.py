@@ -28,9 +28,10 @@ def cache_dir() -> Path:
 class ServerProcess(Server):
     """`realtime serve` in a child process, offline, on the tests' cache; `url` is its ws:// address."""
 
-    def __init__(self, cache_dir: Path, log_path: Path, *args: str):
-        super().__init__(list(args), log_path, ready_timeout=120,
-                         env={"REALTIME_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"})
+    def __init__(self, cache_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
+                 port: int | None = None):
+        super().__init__(list(args), log_path, ready_timeout=120, port=port,
+                         env={"REALTIME_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,15 @@ class NotesState:
         self.source = ""
         self.bullets: list[Bullet] = []
 
+    @classmethod
+    def from_event(cls, data: dict[str, Any]) -> NotesState:
+        """The state a stored `notes` event describes (a restart brings the room's notes back from it)."""
+        state = cls()
+        state.version, state.source = int(data["version"]), str(data["source"])
+        state.bullets = [Bullet(b["id"], b["text"], tuple(b.get("refs") or ()), b.get("parent"))
+                         for b in data["bullets"]]
+        return state
+
     def apply(self, proposal: list[Bullet], source: str, known_segments: int) -> NotesChange | None:
         """Adopt a proposal; None when nothing changed. Raises InvalidNotes and keeps the current notes."""
         validate(proposal, known_segments)

@@ -100,3 +100,14 @@ def test_impossible_settings_are_refused_at_startup() -> None:
                {"device": "tpu"}, {"workers": -1}):
         with pytest.raises(ValueError):
             Settings(**kw)
+
+
+def test_default_db_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from realtime.config import _default_db_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert _default_db_path() == str(tmp_path / "state" / "realtime" / "realtime.db")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for value in ("", "relative/dir"):  # unset or not absolute: ignored, as the XDG spec says
+        monkeypatch.setenv("XDG_STATE_HOME", value)
+        assert _default_db_path() == str(tmp_path / "home" / ".local" / "state" / "realtime" / "realtime.db")

@@ -63,4 +63,4 @@ def test_no_path_traversal(server, path):
 
 def test_unknown_room_transcript_is_404_json(server):
     status, body = get(server.http + "/v1/rooms/never-used/transcript")
-    assert status == 404 and json.loads(body)["code"] == "bad_room"
+    assert status == 404 and json.loads(body)["code"] == "no_such_room"

@@ -1,0 +1,117 @@
+"""Who may do what in a room: keys, their hashes, and the rules for open (keyless) rooms. Sans-I/O.
+
+Keys are random 192-bit tokens made here, so a plain SHA-256 is enough to store them (there is nothing to
+brute-force that a slow hash would protect); only hashes are stored and comparisons run in constant time. An
+admin key chosen by a person (given through the environment) is never stored at all.
+
+Rooms come in two kinds. A room made with `realtime room create` or the admin API has a speaker key, and a
+private one also a viewer key. An *open* room has no keys: it is made on first use, which the local quick start
+(`make serve`, bound to loopback with no admin key) allows so that nobody needs a key on their own machine. Bound
+to any other address, or once an admin key exists, nobody may publish without a speaker key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import unicodedata
+
+ADMIN_KEY_META = "admin_key_hash"
+
+
+def new_key(prefix: str) -> str:
+    """A fresh key; the prefix (`sk_`, `vk_`, `ak_`) tells a person which key they are looking at."""
+    return prefix + secrets.token_urlsafe(24)
+
+
+def hash_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_matches(key: str | None, stored_hash: str | None) -> bool:
+    """Constant-time check of a presented key against a stored hash (False when either is missing)."""
+    if not key or not stored_hash:
+        return False
+    return hmac.compare_digest(hash_key(key), stored_hash)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the server on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_rooms_allowed(host: str, admin_key_configured: bool) -> bool:
+    """Keyless rooms made on first use: only for a server nobody else can reach and nobody administers."""
+    return is_loopback(host) and not admin_key_configured
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def slug(title: str, max_len: int = 48) -> str:
+    """A room name from a title: "Physics 101 (Dr. Müller)" -> "physics-101-dr-muller"."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:max_len].strip("-")
+    return name or "room"
+
+
+class Gate:
+    """The access rules of one server: whether keyless rooms may be made, who is admin, who may publish or view."""
+
+    def __init__(self, open_rooms: bool, admin_key: str = "", admin_key_hash: str | None = None):
+        self.open_rooms = open_rooms
+        self._admin_hashes = [h for h in (hash_key(admin_key) if admin_key else None, admin_key_hash) if h]
+
+    @property
+    def has_admin(self) -> bool:
+        return bool(self._admin_hashes)
+
+    def is_admin(self, key: str | None) -> bool:
+        return any(key_matches(key, h) for h in self._admin_hashes)
+
+    def publish_refusal(self, speaker_key_hash: str | None, key: str | None) -> str | None:
+        """Why `key` may not publish in a room with this speaker key hash (an error code), or None if it may."""
+        if speaker_key_hash is None:
+            return None if self.open_rooms or self.is_admin(key) else "key_required"
+        if not key:
+            return "key_required"
+        return None if key_matches(key, speaker_key_hash) or self.is_admin(key) else "bad_key"
+
+    def may_view(self, viewer_key_hash: str | None, speaker_key_hash: str | None, key: str | None) -> bool:
+        """Public rooms are open to all; a private one to its viewer key, its speaker key and the admin."""
+        if viewer_key_hash is None:
+            return True
+        return key_matches(key, viewer_key_hash) or key_matches(key, speaker_key_hash) or self.is_admin(key)
+
+
+class AudioBudget:
+    """A token bucket over audio seconds: a speaker may send `rate` x real time sustained plus `burst_s` at once.
+    `spend` returns how long to wait before reading on, so a fast sender is slowed by TCP backpressure rather
+    than cut off (a browser flushing audio buffered during a blip is a legitimate burst)."""
+
+    def __init__(self, rate: float, burst_s: float, now: float):
+        self.rate = rate
+        self.burst_s = burst_s
+        self.tokens = burst_s
+        self.t = now
+
+    def spend(self, seconds: float, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        self.tokens = min(self.burst_s, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        self.tokens -= seconds
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate

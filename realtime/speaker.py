@@ -1,0 +1,231 @@
+"""The speaker endpoint: one lecturer's connection, from its key to the last final of its stream.
+
+A connection may watch the room at once (hello and history), but publishes only after a `start` that the room's
+access rules allow: the speaker key (an `Authorization: Bearer` header or an `auth` message), or nothing in an open
+room of a loopback quick start. One speaker per room: a second gets `speaker_exists` unless it presents the key
+and asks to take over. Audio is rate-limited (the server stops reading a sender that is too fast), a connection
+that falls silent is closed, and a lecture cannot outgrow `--max-lecture-s`. However the connection ends, the open
+utterance still gets its final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from realtime import PROTOCOL_VERSION
+from realtime.access import AudioBudget
+from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
+from realtime.engine import Handle
+from realtime.protocol import (
+    ALREADY_STARTED,
+    CLOSE_IDLE,
+    CLOSE_INTERNAL,
+    CLOSE_KEY,
+    CLOSE_NORMAL,
+    CLOSE_SPEAKER_EXISTS,
+    CLOSE_TOO_LONG,
+    CLOSE_TRY_AGAIN,
+    IDLE_TIMEOUT,
+    INTERNAL,
+    LECTURE_TOO_LONG,
+    NOT_STARTED,
+    SERVER_FULL,
+    SPEAKER_EXISTS,
+    TAKEN_OVER,
+    Auth,
+    Error,
+    Hello,
+    Ping,
+    Pong,
+    ProtocolError,
+    Start,
+    Status,
+    Stop,
+    check_audio,
+    parse_text,
+)
+from realtime.rooms import Connection, Room
+from realtime.server import check_view, finish, model_name, open_socket, release, sender
+from realtime.stream import LectureStream, StreamConfig
+from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
+
+log = logging.getLogger(__name__)
+
+# Errors after which the connection is closed, with the close code.
+CLOSING = {SERVER_FULL: CLOSE_TRY_AGAIN, SPEAKER_EXISTS: CLOSE_SPEAKER_EXISTS, "key_required": CLOSE_KEY,
+           "bad_key": CLOSE_KEY, LECTURE_TOO_LONG: CLOSE_TOO_LONG}
+
+
+class SpeakerSession:
+    """One speaker connection: key, start/stop, audio into the stream, periodic status."""
+
+    def __init__(self, request: web.Request, room: Room, conn: Connection, key: str | None):
+        app = request.app
+        self.settings = app[SETTINGS]
+        self.engine = app[ENGINE]
+        self.gate = app[GATE]
+        self.stats = app[STATS]
+        self.room = room
+        self.conn = conn
+        self.key = key
+        self.handle: Handle | None = None
+        self.model = model_name(request)
+        self.notes = app[NOTES] if self.settings.notes else None
+        self.budget = AudioBudget(self.settings.max_audio_rate, self.settings.audio_burst_s, time.monotonic())
+        self._stopping: asyncio.Task | None = None
+
+    def status(self, state: str) -> Status:
+        s = self.handle.stream if self.handle else None
+        return Status(state, self.room.speaker is not None, self.room.listeners,
+                      round(s.received_s if s else self.room.audio_s, 2), round(s.lag_s if s else 0.0, 2),
+                      self.engine.queue_depth, self.model, self.room.llm_tokens)
+
+    async def start(self, cmd: Start) -> None:
+        if self.handle is not None:
+            raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
+        refusal = self.gate.publish_refusal(self.room.record.speaker_key_hash, self.key)
+        if refusal is not None:
+            log.info("room %s: refused a speaker (%s)", self.room.name, refusal)
+            raise ProtocolError(refusal, "this room needs its speaker key to publish (an Authorization: Bearer "
+                                         "header or an auth message)" if refusal == "key_required"
+                                else "that is not this room's speaker key")
+        if self.room.audio_s >= self.settings.max_lecture_s:
+            raise ProtocolError(LECTURE_TOO_LONG, f"this lecture reached --max-lecture-s "
+                                                  f"({self.settings.max_lecture_s:g} s)")
+        current = self.room.session
+        if current is not None and current is not self:
+            if not cmd.takeover:
+                raise ProtocolError(SPEAKER_EXISTS, "this room already has a speaker (send start with "
+                                                    "\"takeover\": true and the speaker key to replace it)")
+            log.info("room %s: a speaker takes over", self.room.name)
+            self.room.error(current.conn, TAKEN_OVER, "another connection with the speaker key took over")
+            current.conn.close(CLOSE_SPEAKER_EXISTS, TAKEN_OVER)
+            await current.stop()
+        self.room.session, self.room.speaker = self, self.conn
+        self._stopping = None
+        st = self.settings
+        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold, st.vad_frame_ms)
+                    if st.vad_silero else webrtc_classifier(st.vad_aggressiveness, st.vad_frame_ms))
+        segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
+                              preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
+                              min_speech_ms=st.vad_min_speech_ms)
+        config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars)
+        stream = LectureStream(segmenter, cmd, config, t0=self.room.audio_s)
+        self.room.glossary = cmd.prompt
+        try:
+            self.handle = self.engine.admit(self.room.name, stream, self.room.publish)
+        except ProtocolError:
+            self.room.session = self.room.speaker = None
+            raise
+        self.room.publish(self.status("live"))
+
+    async def audio(self, frame: bytes) -> None:
+        if self.handle is None:
+            raise ProtocolError(NOT_STARTED, "send a start message before audio")
+        check_audio(frame, self.settings.max_frame_bytes)
+        seconds = len(frame) / 32000
+        if self.room.audio_s + seconds > self.settings.max_lecture_s:
+            raise ProtocolError(LECTURE_TOO_LONG, f"this lecture reached --max-lecture-s "
+                                                  f"({self.settings.max_lecture_s:g} s); it is kept")
+        self.stats.audio_in_s += seconds
+        for event in self.handle.stream.feed(frame):
+            self.room.publish(event)
+        self.room.audio_s = self.handle.stream.received_s
+        self.engine.kick()
+        wait = self.budget.spend(seconds, time.monotonic())
+        if wait > 0:  # too fast: stop reading for a while, TCP pushes back on the sender
+            await asyncio.sleep(wait)
+
+    async def stop(self) -> None:
+        """Finish every final of the stream (the last sentence is never lost), then announce `stopped`. Safe to
+        call from several places at once (stop message, disconnect, takeover, shutdown): they share one stop."""
+        if self.handle is None and self._stopping is None:
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is None:
+            return
+        for event in handle.stream.stop():
+            self.room.publish(event)
+        self.engine.finish(handle)
+        await handle.done.wait()
+        self.room.audio_s = handle.stream.received_s
+        if self.room.session is self:
+            self.room.session = None
+        if self.notes is not None:
+            await self.notes.flush(self.room)
+        self.room.publish(self.status("stopped"))
+
+    async def heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            if self.handle is not None:
+                self.room.publish(self.status("live"))
+
+
+async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
+    ws, conn, room = await open_socket(request, "speaker")
+    if room is None:
+        return ws
+    key = await check_view(request, ws, room)
+    if key is False:
+        return ws
+    settings = request.app[SETTINGS]
+    task = asyncio.get_running_loop().create_task(sender(ws, conn))
+    session = SpeakerSession(request, room, conn, key)
+    room.join(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
+    beat = asyncio.get_running_loop().create_task(session.heartbeat())
+    close_code = CLOSE_NORMAL
+    try:
+        while conn.close_code is None:
+            msg = await ws.receive(timeout=settings.idle_timeout_s)
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            try:
+                if msg.type == WSMsgType.BINARY:
+                    await session.audio(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    cmd = parse_text(msg.data, settings.max_message_bytes)
+                    if isinstance(cmd, Start):
+                        await session.start(cmd)
+                    elif isinstance(cmd, Stop):
+                        await session.stop()
+                    elif isinstance(cmd, Ping):
+                        room.direct(conn, Pong(cmd.id))
+                    elif isinstance(cmd, Auth):
+                        session.key = cmd.key
+            except ProtocolError as exc:
+                room.error(conn, exc.code, exc.message)
+                if exc.code in CLOSING:
+                    close_code = CLOSING[exc.code]
+                    break
+            except Exception:
+                log.exception("room %s: speaker message failed", room.name)
+                room.error(conn, INTERNAL, "internal server error; the lecture so far is kept")
+                close_code = CLOSE_INTERNAL
+                break
+    except TimeoutError:
+        room.direct(conn, Error(IDLE_TIMEOUT, f"nothing received for {settings.idle_timeout_s:g} s; the lecture "
+                                              "is kept, reconnect to go on"))
+        close_code = CLOSE_IDLE
+    finally:
+        beat.cancel()
+        room.leave(conn)
+        # A dropped speaker still gets its open utterance finalised for the listeners.
+        stopping = asyncio.get_running_loop().create_task(session.stop())
+        await finish(ws, conn, task, conn.close_code or close_code)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(stopping)
+        if room.session is session:
+            room.session = None
+        release(request, room)
+    return ws
