@@ -43,14 +43,26 @@ def common_prefix(a: list[HypWord], b: list[HypWord]) -> int:
     return n
 
 
+def _unspaced(ch: str) -> bool:
+    """Scripts written without spaces between words: CJK ideographs, kana, CJK and full-width punctuation, Thai."""
+    o = ord(ch) if ch else 0
+    return (0x3000 <= o <= 0x30FF or 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF
+            or 0xFF00 <= o <= 0xFFEF or 0x0E00 <= o <= 0x0E7F)
+
+
+def attaches(before: str, word: str) -> bool:
+    """Whether `word` follows the text `before` without a space: punctuation, after "(" or a joining hyphen, or
+    between two characters of a script that uses no spaces (Chinese, Japanese, Thai)."""
+    glued = before.endswith("(") or before.endswith("-") and len(before) > 1 and not before.endswith(" -")
+    if before and word and _unspaced(before[-1]) and _unspaced(word[0]):
+        return True
+    return word[:1] in ",.;:!?%)" or glued and not word.startswith("-")
+
+
 def join_words(words: list[HypWord]) -> str:
     text = ""
     for w in words:
-        glued = text.endswith("(") or text.endswith("-") and len(text) > 1 and not text.endswith(" -")
-        if not text or w.text[:1] in ",.;:!?%)" or glued and not w.text.startswith("-"):
-            text += w.text
-        else:
-            text += " " + w.text
+        text += w.text if not text or attaches(text, w.text) else " " + w.text
     return text
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from realtime.commit import attaches
+
 MAX_LINE = 42  # characters per subtitle line
 MAX_LINES = 2  # lines per cue
 MAX_CUE_S = 7.0  # longest time a cue stays on screen
@@ -65,10 +67,10 @@ def _units(final: Final) -> list[_Unit]:
         return units
     units = []
     for w in words:
-        raw = str(w["w"])
-        text, glued = " ".join(raw.split()), bool(units) and not raw[:1].isspace()
+        text = " ".join(str(w["w"]).split())
+        glued = bool(units) and attaches(units[-1].text, text)  # the rule the final's text was joined by
         t0, t1 = min(max(float(w["start"]), start), end), min(max(float(w["end"]), start), end)
-        if glued and len(units[-1].text) + len(text) <= MAX_LINE:  # "don" + "'t", or Chinese characters
+        if glued and len(units[-1].text) + len(text) <= MAX_LINE:  # "word" + ",", "(" + "word"
             last = units[-1]
             units[-1] = _Unit(last.text + text, last.start, max(last.end, t1), last.space)
         else:  # a glued piece that would make an over-long line becomes a unit of its own, joined without a space

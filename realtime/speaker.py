@@ -206,6 +206,7 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
             except ProtocolError as exc:
                 room.error(conn, exc.code, exc.message)
                 if exc.code in CLOSING:
+                    session.stats.refuse(exc.code)
                     close_code = CLOSING[exc.code]
                     break
             except Exception:

@@ -170,3 +170,13 @@ def test_join_words_spacing(words: list[str], expected: str) -> None:
 
 def test_join_words_free_standing_dash_is_spaced_on_both_sides() -> None:
     assert join_words([HypWord(w, 0, 0) for w in ["wait", "-", "what"]]) == "wait - what"
+
+
+def test_words_of_unspaced_scripts_join_without_spaces() -> None:
+    def w(text: str) -> HypWord:
+        return HypWord(text, 0.0, 0.1)
+
+    assert join_words([w("我们"), w("今天"), w("讨论"), w("。")]) == "我们今天讨论。"
+    assert join_words([w("これは"), w("テスト"), w("です")]) == "これはテストです"
+    assert join_words([w("안녕하세요"), w("여러분")]) == "안녕하세요 여러분"  # Korean uses spaces
+    assert join_words([w("GPU"), w("上"), w("运行")]) == "GPU 上运行"

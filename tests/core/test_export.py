@@ -11,6 +11,7 @@ import pytest
 import srt
 import webvtt
 
+from realtime.commit import HypWord, join_words
 from realtime.export import FORMATS, to_json, to_markdown, to_srt, to_txt, to_vtt
 from realtime.notes.state import Bullet
 
@@ -21,9 +22,11 @@ LONG = "pneumonoultramicroscopicsilicovolcanoconiosis-and-more"  # 54 characters
 
 
 def final(i: int, start: float, words: list[tuple[str, float, float]], language: str | None = "en") -> dict[str, Any]:
-    ws = [{"w": w, "start": a, "end": b, "p": 0.9} for w, a, b in words]
+    """A final as the server makes it: word texts without their leading space, text joined by `join_words`."""
+    hyp = [HypWord(w.strip(), a, b) for w, a, b in words]
+    ws = [{"w": h.text, "start": h.start, "end": h.end, "p": 0.9} for h in hyp]
     return {"type": "final", "seq": i + 1, "id": i, "utterance": i, "start": start,
-            "end": words[-1][2] if words else start + 1, "text": "".join(w for w, _, _ in words).strip(),
+            "end": words[-1][2] if words else start + 1, "text": join_words(hyp),
             "language": language, "words": ws}
 
 
@@ -176,15 +179,15 @@ def test_an_empty_transcript() -> None:
 
 
 def test_a_long_word_gets_its_own_line_and_glued_pieces_stay_together() -> None:
-    f = final(0, 0.0, [(" I", 0.0, 0.2), (" don", 0.2, 0.4), ("'t", 0.4, 0.5), (" know", 0.5, 0.8),
-                       (" " + LONG, 0.8, 2.0), (" really", 2.0, 2.4)])
+    f = final(0, 0.0, [("I", 0.0, 0.2), ("(", 0.2, 0.3), ("see", 0.3, 0.4), (")", 0.4, 0.5), ("know", 0.5, 0.8),
+                       (LONG, 0.8, 2.0), ("really", 2.0, 2.4), (",", 2.4, 2.4)])
     lines = [line for c in srt_cues(to_srt([f])) for line in c[2].split("\n")]
-    assert LONG in lines and any("don't" in line for line in lines)
-    # the most even break would fall inside "don't"; a pause inside it must not split the cue there either
-    f = final(0, 0.0, [(" " + "a" * 20, 0.0, 1.0), (" don", 1.0, 1.2), ("'t", 1.2, 1.4), (" " + "b" * 20, 1.4, 2.0)])
-    assert srt_cues(to_srt([f]))[0][2] == "a" * 20 + "\ndon't " + "b" * 20
-    f = final(0, 0.0, [(" I", 0.0, 0.2), (" don", 0.2, 0.4), ("'t", 2.4, 2.6)])
-    assert [c[2] for c in srt_cues(to_srt([f]))] == ["I don't"]
+    assert LONG in lines and any("(see)" in line for line in lines) and lines[-1].endswith("really,")
+    # the most even break would fall inside "(see)"; a pause inside it must not split the cue there either
+    f = final(0, 0.0, [("a" * 20, 0.0, 1.0), ("(", 1.0, 1.2), ("see)", 1.2, 1.4), ("b" * 20, 1.4, 2.0)])
+    assert srt_cues(to_srt([f]))[0][2] == "a" * 20 + "\n(see) " + "b" * 20
+    f = final(0, 0.0, [("I", 0.0, 0.2), ("know", 0.2, 0.4), (".", 2.4, 2.6)])
+    assert [c[2] for c in srt_cues(to_srt([f]))] == ["I know."]
 
 
 def test_unspaced_scripts_get_no_spaces_and_still_wrap() -> None:

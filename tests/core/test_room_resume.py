@@ -1,0 +1,263 @@
+"""Room resume and durability without sockets: the three replay modes, store-before-send, seq reservation in
+blocks, restoring a room from the store, and store failures that must not stop the captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from realtime import PROTOCOL_VERSION
+from realtime.notes.state import Bullet
+from realtime.protocol import Final, Hello, Notes, Partial, Status, Summary, Word
+from realtime.rooms import RESUME_EVENTS, SEQ_BLOCK, Connection, Room, Rooms
+from realtime.store import RoomRecord, SQLiteStore
+
+BULLETS = [{"id": "b1", "text": "**Entropy** never decreases", "refs": [0, 1], "parent": None},
+           {"id": "b2", "text": "in a closed system", "refs": [1], "parent": "b1"}]
+
+
+def final(i: int) -> Final:
+    return Final(-1, i, float(i), i + 0.5, f"sentence {i}", "en", [Word("sentence", float(i), i + 0.3, 0.9)])
+
+
+def notes(version: int) -> Notes:
+    return Notes(version, "extractive", BULLETS, added=["b1", "b2"])
+
+
+def decode(texts: list[str]) -> list[tuple[str, int]]:
+    return [(e["type"], e["seq"]) for e in map(json.loads, texts)]
+
+
+def drain(conn: Connection) -> list[dict[str, Any]]:
+    out = [json.loads(t) for t in conn.backlog]
+    while not conn.queue.empty():
+        item = conn.queue.get_nowait()
+        if item is not None:
+            out.append(json.loads(item))
+    return out
+
+
+def lecture(room: Room) -> None:
+    """seq 1 partial, 2 final 0, 3 status, 4 notes v1, 5 final 1, 6 notes v2, 7 summary, 8 partial (current)."""
+    room.publish(Partial(0, 0.0, "sen", "tence"))
+    room.publish(final(0))
+    room.publish(Status("live", speaker=True))
+    room.publish(notes(1))
+    room.publish(final(1))
+    room.publish(notes(2))
+    room.publish(Summary("extractive", 2, "# Summary\n\n- entropy"))
+    room.publish(Partial(2, 2.0, "next", "one"))
+
+
+# ---------------------------------------------------------------- replay modes
+
+
+async def test_history_is_finals_partial_latest_notes_and_summary() -> None:
+    room = Room("r")
+    lecture(room)
+    mode, texts = room.replay(None)
+    assert mode == "history"
+    assert decode(texts) == [("final", 2), ("final", 5), ("partial", 8), ("notes", 6), ("summary", 7)]
+    assert json.loads(texts[2])["committed"] == "next"
+
+
+async def test_history_without_a_current_partial() -> None:
+    room = Room("r")
+    room.publish(Partial(0, 0.0, "sen", ""))
+    room.publish(final(0))  # the final of the partial's utterance ends it
+    room.publish(Partial(1, 1.0, "x", ""))
+    room.publish(Partial(1, 1.0, "", ""))  # an empty partial clears it too
+    mode, texts = room.replay(None)
+    assert (mode, decode(texts)) == ("history", [("final", 2)])
+
+
+async def test_exact_is_every_event_after_since_in_order() -> None:
+    room = Room("r")
+    lecture(room)
+    mode, texts = room.replay(2)
+    assert mode == "exact"
+    assert decode(texts) == [("status", 3), ("notes", 4), ("final", 5), ("notes", 6), ("summary", 7),
+                             ("partial", 8)]
+    assert decode(room.replay(0)[1])[0] == ("partial", 1)
+    assert room.replay(7) == ("exact", [texts[-1]])
+    assert room.replay(8) == ("exact", [])
+    assert room.replay(100) == ("exact", [])
+
+
+async def test_durable_when_the_ring_does_not_reach_back() -> None:
+    room = Room("r")
+    lecture(room)  # seqs 1-8
+    for i in range(2, RESUME_EVENTS + 2):  # finals at odd seqs, statuses at even ones
+        room.publish(final(i))
+        room.publish(Status("live"))
+    room.publish(Partial(9999, 99.0, "still", "talking"))
+    last = room.seq
+    assert last == 8 + 2 * RESUME_EVENTS + 1
+    oldest = room.recent[0][0]
+    assert oldest == last - RESUME_EVENTS + 1
+    assert room.replay(oldest - 1)[0] == "exact"
+    assert len(room.replay(oldest - 1)[1]) == RESUME_EVENTS
+
+    mode, texts = room.replay(oldest - 2)
+    assert mode == "durable"
+    got = decode(texts)
+    finals_after = [("final", s) for s in range(9, last, 2) if s > oldest - 2]
+    assert got == [*finals_after, ("partial", last)]
+
+    mode, texts = room.replay(5)  # notes v2 (6) and the summary (7) are newer; final 0 (2) and final 1 (5) are not
+    assert mode == "durable"
+    assert decode(texts) == [*[("final", s) for s in range(9, last, 2)], ("notes", 6), ("summary", 7),
+                             ("partial", last)]
+    assert [json.loads(t)["id"] for t in texts[:3]] == [2, 3, 4]
+    assert decode(room.replay(6)[1])[-2:] == [("summary", 7), ("partial", last)]
+
+
+async def test_durable_below_the_restart_seq() -> None:
+    room = Room("r", record=RoomRecord("r", seq_reserved=50))
+    assert (room.seq, room.restart_seq) == (50, 50)
+    room.publish(final(0))
+    room.publish(Status("live"))
+    room.publish(Partial(1, 1.0, "a", "b"))
+    mode, texts = room.replay(50)
+    assert (mode, decode(texts)) == ("exact", [("final", 51), ("status", 52), ("partial", 53)])
+    mode, texts = room.replay(49)
+    assert mode == "durable"
+    assert decode(texts) == [("final", 51), ("partial", 53)]
+    assert room.replay(52) == ("exact", [room.recent[-1][1]])
+
+
+async def test_join_sends_hello_with_the_replay_mode_first() -> None:
+    room = Room("r")
+    lecture(room)
+    for since, mode, n in [(None, "history", 5), (6, "exact", 2), (8, "exact", 0)]:
+        conn = Connection("listener", maxsize=4)
+        room.join(conn, Hello("r", "listener", finals=2), since=since)
+        got = drain(conn)
+        assert got[0] == {"type": "hello", "seq": 8, "room": "r", "role": "listener", "protocol": PROTOCOL_VERSION,
+                          "model": "", "finals": 2, "replay": mode}
+        assert len(got) == 1 + n
+        assert conn in room.connections
+    room.recent.clear()  # as after a restart: nothing to resume exactly
+    conn = Connection("listener", maxsize=4)
+    room.join(conn, Hello("r", "listener"), since=3)
+    assert [(e["type"], e["seq"]) for e in drain(conn)] == [("hello", 8), ("final", 5), ("notes", 6),
+                                                            ("summary", 7), ("partial", 8)]
+    assert json.loads(conn.backlog[0])["replay"] == "durable"
+
+
+# ---------------------------------------------------------------- durability
+
+
+class RecordingStore(SQLiteStore):
+    """Notes, at each save_final, whether any connection could already see the final, and counts reservations."""
+
+    def __init__(self, path: str, room: Room | None = None):
+        super().__init__(path)
+        self.room = room
+        self.seen_before_save: list[bool] = []
+        self.reserved: list[int] = []
+
+    def save_final(self, room: str, final: dict[str, Any], audio_s: float) -> None:
+        conns = self.room.connections if self.room else set()
+        self.seen_before_save.append(any(final["text"] in t for c in conns for t in [*c.queue._queue, *c.backlog]))
+        super().save_final(room, final, audio_s)
+
+    def reserve_seq(self, room: str, upto: int) -> None:
+        self.reserved.append(upto)
+        super().reserve_seq(room, upto)
+
+
+class BrokenStore(SQLiteStore):
+    def save_final(self, room: str, final: dict[str, Any], audio_s: float) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_final_is_stored_before_anyone_is_sent_it() -> None:
+    store = RecordingStore(":memory:")
+    room = store.room = Room("r", store)
+    a, b = Connection("listener", 16), Connection("speaker", 16)
+    room.join(a, Hello("r", "listener"))
+    room.join(b, Hello("r", "speaker"))
+    room.publish(final(0))
+    room.publish(final(1))
+    assert store.seen_before_save == [False, False]
+    assert [e.get("text") for e in drain(a)] == [None, "sentence 0", "sentence 1"]  # sent after it was stored
+    assert [f["text"] for f in store.load_room("r").finals] == ["sentence 0", "sentence 1"]
+
+
+async def test_seqs_are_reserved_in_blocks() -> None:
+    store = RecordingStore(":memory:")
+    room = Room("r", store)
+    for i in range(2 * SEQ_BLOCK + 500):
+        room.publish(Partial(i, float(i), "w", ""))
+    assert room.seq == 2 * SEQ_BLOCK + 500
+    assert store.reserved == [1 + SEQ_BLOCK, 2 + 2 * SEQ_BLOCK, 3 + 3 * SEQ_BLOCK]
+    assert store.get_room("r").seq_reserved == 3 + 3 * SEQ_BLOCK
+
+
+async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Path) -> None:
+    path = str(tmp_path / "rooms.db")
+    store = SQLiteStore(path)
+    room = Room("r", store)
+    lecture(room)
+    room.publish(final(2))  # seq 9
+    store.close()
+
+    store = SQLiteStore(path)
+    back = Room.restore(store.load_room("r"), store)
+    assert back.finals == room.finals
+    assert [f["id"] for f in back.finals] == [0, 1, 2]
+    assert back._final_texts == room._final_texts
+    assert back.notes.version == 2
+    assert back.notes.bullets == [Bullet("b1", BULLETS[0]["text"], (0, 1)),
+                                  Bullet("b2", BULLETS[1]["text"], (1,), "b1")]
+    assert back.notes_first_new == 2  # finals 0 and 1 came before notes v2; final 2 is not in the notes yet
+    assert back.summary == "# Summary\n\n- entropy"
+    assert back.audio_s == 2.5
+    assert back.seq == back.restart_seq == 1 + SEQ_BLOCK  # the reservation, above every seq sent (9)
+    assert back.partial is None
+    assert decode(back.replay(None)[1]) == [("final", 2), ("final", 5), ("final", 9), ("notes", 6), ("summary", 7)]
+    assert back.replay(5) == ("durable", [back._final_texts[2], room._notes_text, room._summary_text])
+
+    data = back.publish(final(3))
+    assert (data["id"], data["seq"]) == (3, 2 + SEQ_BLOCK)
+    assert back.publish(final(4))["id"] == 4
+    assert store.get_room("r").seq_reserved == 2 + 2 * SEQ_BLOCK
+    assert [f["id"] for f in store.load_room("r").finals] == [0, 1, 2, 3, 4]
+    store.close()
+
+
+async def test_a_failing_store_does_not_stop_the_captions() -> None:
+    room = Room("r", BrokenStore(":memory:"))
+    conn = Connection("listener", 16)
+    room.join(conn, Hello("r", "listener"))
+    room.publish(final(0))
+    room.publish(Partial(1, 1.0, "a", ""))
+    room.publish(final(1))
+    assert room.store_errors == 2
+    assert [e["type"] for e in drain(conn)] == ["hello", "final", "partial", "final"]
+    assert [f["id"] for f in room.finals] == [0, 1]
+
+
+async def test_rooms_load_lazily_and_forget_keeps_store_errors() -> None:
+    store = SQLiteStore(":memory:")
+    Room("lec", store).publish(final(0))
+    rooms = Rooms(store, notes_interval_s=7.0, notes_min_words=3)
+    assert len(rooms) == 0
+    assert rooms.find("nope") is None
+    room = rooms.find("lec")
+    assert room is not None and len(rooms) == 1
+    assert [f["text"] for f in room.finals] == ["sentence 0"]
+    assert rooms.find("lec") is room
+    assert room.published is rooms.published
+    assert (room.notes_schedule.interval_s, room.notes_schedule.min_new_words) == (7.0, 3)
+    room.publish(final(1))
+    assert rooms.published == {"final": 1}
+    room.store_errors = 3
+    assert rooms.forget("lec") is room
+    assert len(rooms) == 0 and rooms.store_errors == 3
+    assert rooms.forget("lec") is None and rooms.store_errors == 3
+    again = rooms.find("lec")
+    assert again is not room and [f["id"] for f in again.finals] == [0, 1]
+    assert Rooms().find("lec") is None
