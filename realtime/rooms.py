@@ -103,6 +103,7 @@ class Room:
         self._summary_text: str | None = None
         self.notes_first_new = 0  # finals from this index on are not in the notes yet
         self.notes_busy = False
+        self.flushing = False  # notes and summary of a stopped stream still being made in the background
         self.llm_tokens = 0
         self.glossary = self.record.glossary  # the speaker's start prompt: course terms
         self.summary = ""  # the latest end-of-lecture summary (Markdown)

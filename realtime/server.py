@@ -175,7 +175,7 @@ async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketRes
             await refuse(ws, stats, NO_SUCH_ROOM, f"there is no room {name!r}; rooms are made with "
                          "`realtime room create` or the admin API", CLOSE_NO_SUCH_ROOM)
             return ws, conn, None
-        if len(app[STORE].list_rooms()) >= settings.max_rooms and len(rooms) >= settings.max_rooms:
+        if len(app[STORE].list_rooms()) >= settings.max_rooms:
             await refuse(ws, stats, TOO_MANY_ROOMS, "this server has as many rooms as it may hold", CLOSE_TRY_AGAIN)
             return ws, conn, None
         room = rooms.get(name)
@@ -256,7 +256,8 @@ async def finish(ws: web.WebSocketResponse, conn: Connection, task: asyncio.Task
 
 def release(request: web.Request, room: Room) -> None:
     """Forget an unused room (the store has it): memory stays bounded however many rooms are visited."""
-    if not room.connections and room.session is None and not room.notes_busy and room.notes_schedule.new_words == 0:
+    idle = not (room.connections or room.session or room.notes_busy or room.flushing)
+    if idle and room.notes_schedule.new_words == 0:
         request.app[ROOMS].forget(room.name)
 
 

@@ -62,14 +62,18 @@ class NotesService:
             if room.finals:
                 await self.summarize(room)
         else:
+            room.flushing = True  # the room stays in memory until this is done (server.release)
             asyncio.get_running_loop().create_task(self._flush_later(room))
 
     async def _flush_later(self, room: Room) -> None:
-        while room.notes_busy:
-            await asyncio.sleep(0.2)
-        await self.update(room)
-        if room.finals:
-            await self.summarize(room)
+        try:
+            while room.notes_busy:
+                await asyncio.sleep(0.2)
+            await self.update(room)
+            if room.finals:
+                await self.summarize(room)
+        finally:
+            room.flushing = False
 
     async def summarize(self, room: Room) -> str:
         """The end-of-lecture summary (Markdown), published as a `summary` event and kept for /summary."""
