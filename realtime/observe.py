@@ -14,7 +14,7 @@ from realtime.metrics import Family, counter, gauge
 def collect(app: web.Application) -> list[Family]:
     engine, rooms, stats, notes = app[ENGINE], app[ROOMS], app[STATS], app[NOTES]
     live = list(rooms)
-    conns = gauge("realtime_connections", "Open WebSocket connections by role.")
+    conns = gauge("realtime_open_connections", "Open WebSocket connections by role.")
     for role in ("speaker", "listener"):
         conns.add(sum(1 for r in live for c in r.connections if c.role == role), role=role)
     opened = counter("realtime_connections_total", "WebSocket connections accepted, by role.")

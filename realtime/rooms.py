@@ -141,8 +141,8 @@ class Room:
 
     def publish(self, event: Event) -> dict[str, Any]:
         """Number an event, store what must survive, remember what late joiners need, and queue it for everyone."""
-        if isinstance(event, Final):
-            event = dataclasses.replace(event, id=len(self.finals))
+        if isinstance(event, Final):  # ids continue after the last one (a restored room may miss a failed write)
+            event = dataclasses.replace(event, id=self.finals[-1]["id"] + 1 if self.finals else 0)
         self.seq += 1
         self.published[event.type] = self.published.get(event.type, 0) + 1
         data = event.to_dict(self.seq)
@@ -173,10 +173,14 @@ class Room:
         losing durability is better than losing the live lecture."""
         if self.store is None:
             return
-        try:
-            if self.seq > self.record.seq_reserved:
+        if self.seq > self.record.seq_reserved:
+            try:  # retried with the next event until it succeeds
+                self.store.reserve_seq(self.name, self.seq + SEQ_BLOCK)
                 self.record.seq_reserved = self.seq + SEQ_BLOCK
-                self.store.reserve_seq(self.name, self.record.seq_reserved)
+            except Exception:
+                self.store_errors += 1
+                log.exception("room %s: reserving seqs failed", self.name)
+        try:
             if isinstance(event, Final):
                 self.store.save_final(self.name, data, max(self.audio_s, event.end))
             elif isinstance(event, Notes):

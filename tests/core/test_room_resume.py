@@ -11,7 +11,7 @@ from realtime import PROTOCOL_VERSION
 from realtime.notes.state import Bullet
 from realtime.protocol import Final, Hello, Notes, Partial, Status, Summary, Word
 from realtime.rooms import RESUME_EVENTS, SEQ_BLOCK, Connection, Room, Rooms
-from realtime.store import RoomRecord, SQLiteStore
+from realtime.store import RoomRecord, RoomState, SQLiteStore
 
 BULLETS = [{"id": "b1", "text": "**Entropy** never decreases", "refs": [0, 1], "parent": None},
            {"id": "b2", "text": "in a closed system", "refs": [1], "parent": "b1"}]
@@ -57,8 +57,8 @@ async def test_history_is_finals_partial_latest_notes_and_summary() -> None:
     room = Room("r")
     lecture(room)
     mode, texts = room.replay(None)
-    assert mode == "history"
-    assert decode(texts) == [("final", 2), ("final", 5), ("partial", 8), ("notes", 6), ("summary", 7)]
+    assert (mode, decode(texts)) == ("history", [("final", 2), ("final", 5), ("partial", 8), ("notes", 6),
+                                                 ("summary", 7)])
     assert json.loads(texts[2])["committed"] == "next"
 
 
@@ -96,15 +96,11 @@ async def test_durable_when_the_ring_does_not_reach_back() -> None:
     assert last == 8 + 2 * RESUME_EVENTS + 1
     oldest = room.recent[0][0]
     assert oldest == last - RESUME_EVENTS + 1
-    assert room.replay(oldest - 1)[0] == "exact"
-    assert len(room.replay(oldest - 1)[1]) == RESUME_EVENTS
-
+    mode, texts = room.replay(oldest - 1)
+    assert (mode, len(texts)) == ("exact", RESUME_EVENTS)
     mode, texts = room.replay(oldest - 2)
-    assert mode == "durable"
-    got = decode(texts)
-    finals_after = [("final", s) for s in range(9, last, 2) if s > oldest - 2]
-    assert got == [*finals_after, ("partial", last)]
-
+    assert mode == "durable"  # finals sit at odd seqs, statuses (gone) at even ones
+    assert decode(texts) == [*[("final", s) for s in range(oldest - 1, last, 2)], ("partial", last)]
     mode, texts = room.replay(5)  # notes v2 (6) and the summary (7) are newer; final 0 (2) and final 1 (5) are not
     assert mode == "durable"
     assert decode(texts) == [*[("final", s) for s in range(9, last, 2)], ("notes", 6), ("summary", 7),
@@ -136,14 +132,13 @@ async def test_join_sends_hello_with_the_replay_mode_first() -> None:
         got = drain(conn)
         assert got[0] == {"type": "hello", "seq": 8, "room": "r", "role": "listener", "protocol": PROTOCOL_VERSION,
                           "model": "", "finals": 2, "replay": mode}
-        assert len(got) == 1 + n
-        assert conn in room.connections
+        assert len(got) == 1 + n and conn in room.connections
     room.recent.clear()  # as after a restart: nothing to resume exactly
     conn = Connection("listener", maxsize=4)
     room.join(conn, Hello("r", "listener"), since=3)
-    assert [(e["type"], e["seq"]) for e in drain(conn)] == [("hello", 8), ("final", 5), ("notes", 6),
-                                                            ("summary", 7), ("partial", 8)]
-    assert json.loads(conn.backlog[0])["replay"] == "durable"
+    got = drain(conn)
+    assert got[0]["replay"] == "durable"
+    assert [(e["type"], e["seq"]) for e in got[1:]] == [("final", 5), ("notes", 6), ("summary", 7), ("partial", 8)]
 
 
 # ---------------------------------------------------------------- durability
@@ -219,6 +214,7 @@ async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Pa
     assert back.partial is None
     assert decode(back.replay(None)[1]) == [("final", 2), ("final", 5), ("final", 9), ("notes", 6), ("summary", 7)]
     assert back.replay(5) == ("durable", [back._final_texts[2], room._notes_text, room._summary_text])
+    assert back.replay(back.seq) == ("exact", [])  # nothing published since the restart
 
     data = back.publish(final(3))
     assert (data["id"], data["seq"]) == (3, 2 + SEQ_BLOCK)
@@ -226,6 +222,13 @@ async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Pa
     assert store.get_room("r").seq_reserved == 2 + 2 * SEQ_BLOCK
     assert [f["id"] for f in store.load_room("r").finals] == [0, 1, 2, 3, 4]
     store.close()
+
+
+async def test_restore_seq_is_above_every_stored_final() -> None:
+    state = RoomState(RoomRecord("r", seq_reserved=3), [dict(final(0).to_dict(7), id=0)], None, None)
+    back = Room.restore(state, None)
+    assert (back.seq, back.restart_seq, back.notes_first_new, back.summary) == (7, 7, 0, "")
+    assert back.publish(final(1))["seq"] == 8
 
 
 async def test_a_failing_store_does_not_stop_the_captions() -> None:
@@ -261,3 +264,43 @@ async def test_rooms_load_lazily_and_forget_keeps_store_errors() -> None:
     again = rooms.find("lec")
     assert again is not room and [f["id"] for f in again.finals] == [0, 1]
     assert Rooms().find("lec") is None
+
+
+class FlakyReserveStore(SQLiteStore):
+    """reserve_seq fails the first time only."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.failures = 1
+
+    def reserve_seq(self, room: str, upto: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk busy")
+        super().reserve_seq(room, upto)
+
+
+async def test_a_failed_reservation_is_retried_and_loses_no_final() -> None:
+    store = FlakyReserveStore(":memory:")
+    room = Room("r", store)
+    room.publish(final(0))  # its reservation fails: the final is stored all the same
+    room.publish(final(1))  # and the reservation is retried here
+    for i in range(5):
+        room.publish(Status("live", speaker=True, audio_s=float(i)))
+    assert room.store_errors == 1
+    assert [f["text"] for f in store.load_room("r").finals] == ["sentence 0", "sentence 1"]
+    again = Room.restore(store.load_room("r"), store)
+    assert again.seq >= 7  # above every seq sent
+    assert again.publish(final(2))["id"] == 2
+
+
+async def test_final_ids_continue_after_a_gap_in_the_store() -> None:
+    store = SQLiteStore(":memory:")
+    room = Room("r", store)
+    for i in range(3):
+        room.publish(final(i))
+    store.delete_room("r")  # as if the write of final 0 and 1 had failed: only final 2 is stored
+    store.save_final("r", room.finals[2], 3.0)
+    again = Room.restore(store.load_room("r"), store)
+    assert again.publish(final(3))["id"] == 3  # not 1: that would overwrite a stored final
+    assert [f["id"] for f in store.load_room("r").finals] == [2, 3]

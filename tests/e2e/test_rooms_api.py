@@ -168,7 +168,7 @@ def test_metrics_in_prometheus_format(keyed, rooms):
     assert value[("realtime_events_total", (("type", "final"),))] >= 1
     assert value[("realtime_refused_total", (("code", "bad_key"),))] >= 3
     assert value[("realtime_connections_total", (("role", "speaker"),))] >= 1
-    for name in ("realtime_connections", "realtime_lag_seconds", "realtime_decode_queue", "realtime_llm_tokens",
+    for name in ("realtime_open_connections", "realtime_lag_seconds", "realtime_decode_queue", "realtime_llm_tokens",
                  "realtime_llm_calls", "realtime_resident_memory_bytes", "realtime_store_errors"):
         assert name in families, name
 
