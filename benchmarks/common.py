@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -122,11 +123,16 @@ class Server:
     """
 
     def __init__(self, args: list[str], log_path: Path, ready_timeout: float = 900.0,
-                 env: dict[str, str] | None = None, port: int | None = None):
+                 env: dict[str, str] | None = None, port: int | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
+        """`ssl_context`: the server serves TLS (`--tls-cert`): `url` and `http` are wss:// and https://, and
+        readiness is checked with this client context."""
         self.args = args
         self.port = port or free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.http = f"http://127.0.0.1:{self.port}"
+        self.ssl_context = ssl_context
+        secure = "s" if ssl_context is not None else ""
+        self.url = f"ws{secure}://127.0.0.1:{self.port}"
+        self.http = f"http{secure}://127.0.0.1:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # A database of its own beside the log (rooms persist; a run must not inherit an earlier run's rooms).
@@ -150,7 +156,7 @@ class Server:
                 time.sleep(0.3)
 
     def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.http + path, timeout=10) as r:
+        with urllib.request.urlopen(self.http + path, timeout=10, context=self.ssl_context) as r:
             return json.loads(r.read())
 
     def health(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import sys
 
 from aiohttp import web
@@ -56,6 +57,37 @@ def build_gate(settings: Settings, store: Store) -> Gate:
     return Gate(open_rooms_allowed(settings.host, configured), settings.admin_key, stored)
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server side of direct TLS (`--tls-cert`, `--tls-key`): TLS 1.2 or newer, Python's default ciphers.
+    Raises ValueError with a one-line reason when the pair cannot be used."""
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read the TLS {what} {path}: {exc.strerror or exc}") from None
+
+    def no_password() -> str:  # an encrypted key: fail instead of prompting on the terminal
+        raise ValueError("encrypted")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key, password=no_password)
+    except (ssl.SSLError, ValueError) as exc:
+        text = " ".join(str(exc).split())
+        if text == "encrypted":
+            reason = "the key is encrypted (give an unencrypted PEM key)"
+        elif getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            reason = "the key does not belong to the certificate"
+        elif "PEM lib" in text:  # OpenSSL's word for a file that is not the PEM it expects
+            reason = f"not a PEM certificate (chain) and PEM private key ({text})"
+        else:
+            reason = text
+        raise ValueError(f"cannot use the TLS certificate {cert} with the key {key}: {reason}") from None
+    return context
+
+
 def install_uvloop() -> bool:
     if sys.platform == "win32":
         return False
@@ -71,6 +103,13 @@ def run_server(settings: Settings) -> int:
     logging.getLogger().setLevel(settings.log_level.upper())
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     fast_loop = install_uvloop()
+    ssl_context = None
+    if settings.tls_cert:  # checked before the model loads: a wrong path fails at once
+        try:
+            ssl_context = tls_context(settings.tls_cert, settings.tls_key)
+        except ValueError as exc:
+            print(f"realtime: {exc}", file=sys.stderr)
+            return 2
     try:
         decoder = build_decoder(settings)
     except ModelError as exc:
@@ -90,7 +129,8 @@ def run_server(settings: Settings) -> int:
                 decoder.device, decoder.compute_type, decoder.load_s, decoder.workers,
                 "uvloop" if fast_loop else "asyncio")
     app = create_app(settings, build_engine(settings, decoder), store, gate, build_llm(settings))
-    print(f"realtime serving on http://{settings.host}:{settings.port}", flush=True)
+    scheme = "https" if ssl_context else "http"
+    print(f"realtime serving on {scheme}://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                handle_signals=True, shutdown_timeout=10)
+                handle_signals=True, shutdown_timeout=10, ssl_context=ssl_context)
     return 0

@@ -1,4 +1,4 @@
-"""`realtime serve | stream | listen | room | export`: the console entry point."""
+"""`realtime serve | stream | listen | room | export | certs`: the console entry point."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--public-url", default=None, help="base URL for the links (default: REALTIME_PUBLIC_URL "
                                                            "or http://HOST:PORT of the serve settings)")
     create.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    certs = sub.add_parser("certs", help="make a self-signed certificate and key to serve HTTPS/WSS on a LAN")
+    certs.add_argument("--out", default=None, help="directory for cert.pem and key.pem "
+                                                   "(default: ~/.local/state/realtime/tls)")
+    certs.add_argument("--host", action="extend", nargs="+", default=[], metavar="NAME_OR_IP",
+                       help="names and addresses to cover besides localhost, 127.0.0.1 and this machine's IPv4s")
+    certs.add_argument("--days", type=int, default=365, help="validity in days")
 
     exp = sub.add_parser("export", help="download a room's transcript, subtitles, notes or summary")
     exp.add_argument("room")
@@ -164,6 +171,12 @@ def _room(args: argparse.Namespace) -> int:
     return room_command(args)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from realtime.certs import certs_command
+
+    return certs_command(args)
+
+
 def _export(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
@@ -195,5 +208,6 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export}
+    commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export,
+                "certs": _certs}
     return commands[args.command](args)

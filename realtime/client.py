@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import quote
 
@@ -57,13 +58,18 @@ def auth_headers(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def _tls(context: SSLContext | None) -> dict[str, Any]:
+    """websockets' `ssl` argument only when one is given (it refuses one for ws://)."""
+    return {"ssl": context} if context is not None else {}
+
+
 async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: float = 1.0, chunk_ms: int = 100,
                        language: str | None = None, task: str = "transcribe", prompt: str = "",
                        on_event: Callable[[dict[str, Any]], None] | None = None,
                        stop_timeout: float = 120.0, key: str | None = None,
-                       takeover: bool = False) -> StreamResult:
+                       takeover: bool = False, ssl: SSLContext | None = None) -> StreamResult:
     """Send int16 16 kHz mono audio at `speed` x real time (0 = as fast as possible), then stop and wait for the
-    server's `stopped` status, collecting every event."""
+    server's `stopped` status, collecting every event. `ssl`: a context for wss:// (default: the system's CAs)."""
     result = StreamResult()
     chunk = SAMPLE_RATE * chunk_ms // 1000
     stopped = asyncio.Event()
@@ -92,7 +98,7 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
             stopped.set()  # the server closed the connection
 
     async with websockets.connect(ws_url(server, "speak", room), max_size=None,
-                                  additional_headers=auth_headers(key)) as ws:
+                                  additional_headers=auth_headers(key), **_tls(ssl)) as ws:
         receiver = asyncio.create_task(receive(ws))
         await ws.send(json.dumps({"type": "start", "language": language, "task": task, "prompt": prompt,
                                   "takeover": takeover}))
@@ -123,13 +129,13 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
 
 async def listen(server: str, room: str, *, idle: float | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None, since: int | None = None,
-                 key: str | None = None) -> StreamResult:
+                 key: str | None = None, ssl: SSLContext | None = None) -> StreamResult:
     """Join a room as a listener; return when the server closes or after `idle` seconds without events. With
-    `since` (the last seq seen) the server sends only what came after it."""
+    `since` (the last seq seen) the server sends only what came after it. `ssl` as for `stream_audio`."""
     result = StreamResult()
     t0 = time.monotonic()
     async with websockets.connect(ws_url(server, "listen", room, since), max_size=None,
-                                  additional_headers=auth_headers(key)) as ws:
+                                  additional_headers=auth_headers(key), **_tls(ssl)) as ws:
         while True:
             try:
                 raw = await (asyncio.wait_for(ws.recv(), idle) if idle else ws.recv())

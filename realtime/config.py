@@ -50,6 +50,9 @@ class Settings:
                                "site embedding the widget: comma-separated https://host[:port] or * (any).")
     public_url: str = opt("", "Base URL people use to reach this server, for the viewer links rooms are created with, "
                           "e.g. https://captions.example.edu (empty: the address of the request).")
+    tls_cert: str = opt("", "PEM certificate (chain) file: serve HTTPS and WSS on --port directly, without a proxy "
+                        "(with --tls-key; `realtime certs` makes a self-signed pair for a LAN).")
+    tls_key: str = opt("", "PEM private key file of --tls-cert.")
     # rooms, keys and storage
     db: str = opt(_default_db_path, "SQLite database of rooms, transcripts, notes and summaries (':memory:' keeps "
                   "nothing across restarts).")
@@ -135,6 +138,7 @@ class Settings:
             (self.max_audio_rate >= 0 and self.audio_burst_s >= 1, "max_audio_rate >= 0, audio_burst_s >= 1"),
             (self.idle_timeout_s > 0 and self.max_lecture_s > 0, "timeouts must be positive"),
             (bool(self.db), "db must be a path or :memory:"),
+            (bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be given together"),
             (self.max_utterance_s >= 2.0, "max_utterance_s must be at least 2"),
             (self.partial_interval_s > 0, "partial_interval_s must be positive"),
             (self.partial_beam >= 1 and self.final_beam >= 1, "beam sizes must be at least 1"),

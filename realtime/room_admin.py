@@ -70,7 +70,8 @@ def _create(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         print(f"realtime: room {name!r} exists already", file=sys.stderr)
         return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    links = room_links(created, (args.public_url or settings.public_url or f"http://{host}:{settings.port}"))
+    scheme = "https" if settings.tls_cert else "http"
+    links = room_links(created, (args.public_url or settings.public_url or f"{scheme}://{host}:{settings.port}"))
     if args.json:
         print(json.dumps(links, indent=1))
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,12 @@ def cache_dir() -> Path:
 
 
 class ServerProcess(Server):
-    """`realtime serve` in a child process, offline, on the tests' cache; `url` is its ws:// address."""
+    """`realtime serve` in a child process, offline, on the tests' cache; `url` is its ws:// address (wss:// with
+    `ssl_context`, the client context that trusts its --tls-cert)."""
 
     def __init__(self, cache_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
-                 port: int | None = None):
-        super().__init__(list(args), log_path, ready_timeout=120, port=port,
+                 port: int | None = None, ssl_context: ssl.SSLContext | None = None):
+        super().__init__(list(args), log_path, ready_timeout=120, port=port, ssl_context=ssl_context,
                          env={"REALTIME_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
