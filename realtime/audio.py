@@ -1,6 +1,9 @@
-"""PCM helpers: s16le bytes, int16 and float32 arrays, and re-framing of arbitrary packets into fixed frames."""
+"""PCM helpers: s16le bytes, int16 and float32 arrays, re-framing of arbitrary packets into fixed frames, and DC
+removal."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -32,3 +35,28 @@ class Reframer:
         frame = bytes(self._pending) + b"\0" * (self.frame_bytes - len(self._pending))
         self._pending.clear()
         return frame
+
+
+class DCBlocker:
+    """Removes a constant offset from a stream (cheap USB microphones and sound cards have one). Both detectors
+    of the VAD miss speech riding on a large offset (measured: none of a FLEURS clip was detected at +8000), so the
+    offset, tracked as a running mean with time constant `tau_s`, is subtracted from every packet. Offsets under
+    `floor` (-50 dBFS) are left alone, so ordinary audio passes bit for bit."""
+
+    def __init__(self, tau_s: float = 0.5, floor: float = 100.0):
+        self.tau_s = tau_s
+        self.floor = floor
+        self.dc: float | None = None
+
+    def __call__(self, pcm: bytes) -> bytes:
+        samples = pcm_to_int16(pcm)
+        if not len(samples):
+            return pcm
+        mean = float(samples.mean())
+        if self.dc is None:
+            self.dc = mean
+        else:
+            self.dc += (1.0 - math.exp(-len(samples) / (self.tau_s * SAMPLE_RATE))) * (mean - self.dc)
+        if abs(self.dc) < self.floor:
+            return pcm
+        return np.clip(samples - round(self.dc), -32768, 32767).astype("<i2").tobytes()

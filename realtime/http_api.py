@@ -7,6 +7,7 @@ in `server.py` and `speaker.py`; the Prometheus series are assembled in `observe
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiohttp import web
@@ -17,10 +18,21 @@ from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STAR
 from realtime.metrics import CONTENT_TYPE, render
 from realtime.notes.service import NotesService
 from realtime.observe import collect
-from realtime.protocol import BAD_KEY, BAD_MESSAGE, BAD_ROOM, KEY_REQUIRED, NO_SUCH_ROOM, TOO_MANY_ROOMS, check_room
+from realtime.protocol import (
+    BAD_KEY,
+    BAD_MESSAGE,
+    BAD_ROOM,
+    INTERNAL,
+    KEY_REQUIRED,
+    NO_SUCH_ROOM,
+    TOO_MANY_ROOMS,
+    check_room,
+)
 from realtime.room_admin import make_room, room_links
 from realtime.rooms import Room
 from realtime.store import RoomExists, RoomRecord
+
+log = logging.getLogger(__name__)
 
 
 def add_routes(app: web.Application) -> None:
@@ -35,6 +47,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/rooms/{room}/summary", summary)
     app.router.add_post("/v1/rooms/{room}/ask", ask)
     app.middlewares.append(cors)
+    app.middlewares.append(json_errors)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -57,6 +70,18 @@ async def cors(request: web.Request, handler) -> web.StreamResponse:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
     return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """An unexpected fault becomes a JSON `internal` error: logged here with its traceback, never sent."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, INTERNAL, "internal server error")
 
 
 # ---------------------------------------------------------------- health and metrics

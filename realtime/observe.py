@@ -3,6 +3,7 @@ socket layer) at scrape time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from aiohttp import web
@@ -62,6 +63,8 @@ def collect(app: web.Application) -> list[Family]:
         counter("realtime_store_errors_total", "Writes to the store that failed (captions went on).",
                 rooms.store_errors + sum(r.store_errors for r in live)),
         gauge("realtime_resident_memory_bytes", "Resident memory of the server process.", _rss_bytes()),
+        gauge("realtime_asyncio_tasks", "Tasks alive on the event loop (a leak shows as growth).",
+              len(asyncio.all_tasks())),
     ]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE, pcm_to_int16
+from realtime.audio import SAMPLE_RATE, DCBlocker, pcm_to_int16
 from realtime.commit import HypWord, LocalAgreement, join_words
 from realtime.hallucination import Segment, clean, has_loop
 from realtime.protocol import Event, Final, Partial, Start, Word
@@ -86,6 +86,7 @@ class LectureStream:
         self.language = options.language
         self.t0 = t0  # lecture time at which this stream's audio begins (a restart after stop continues the clock)
         self.received_s = t0
+        self._dc = DCBlocker()
         self.stopped = False
         self._next_utterance = 0
         self._current: _Utterance | None = None
@@ -99,7 +100,7 @@ class LectureStream:
 
     def feed(self, pcm: bytes) -> list[Event]:
         self.received_s += len(pcm) / 2 / SAMPLE_RATE
-        return self._apply(self.segmenter.feed(pcm))
+        return self._apply(self.segmenter.feed(self._dc(pcm)))
 
     def stop(self) -> list[Event]:
         """End of stream: close the open utterance so its audio still gets a final decode."""

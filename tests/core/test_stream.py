@@ -17,7 +17,9 @@ RATE = 16000
 
 
 def voiced(seconds: float) -> bytes:
-    return np.full(round(seconds * RATE), 1000, "<i2").tobytes()
+    """A zero-mean square wave (a constant would be an offset, which the stream's DC blocker removes)."""
+    n = round(seconds * RATE)
+    return np.where(np.arange(n) % 2, 1000, -1000).astype("<i2").tobytes()
 
 
 def silence(seconds: float) -> bytes:

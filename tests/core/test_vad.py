@@ -197,3 +197,17 @@ def test_real_webrtcvad_keeps_no_utterance_from_faint_white_noise(noise_rms: flo
 
 def test_real_webrtcvad_keeps_no_utterance_from_low_white_noise() -> None:
     assert all(e.discarded for e in real_segmenter_ends(100))  # RMS 100 = -50 dBFS
+
+
+def test_dc_blocker_removes_an_offset_and_leaves_ordinary_audio_alone() -> None:
+    from realtime.audio import DCBlocker
+
+    rng = np.random.default_rng(0)
+    speechlike = (rng.standard_normal(16000) * 3000).astype(np.int16)
+    block = DCBlocker()
+    assert block(speechlike.tobytes()) == speechlike.tobytes()  # no offset: bit for bit
+    offset = np.clip(speechlike.astype(np.int32) + 8000, -32768, 32767).astype(np.int16)
+    block = DCBlocker()
+    out = [np.frombuffer(block(offset[i:i + 1600].tobytes()), "<i2") for i in range(0, 16000, 1600)]
+    assert all(abs(float(chunk.mean())) < 300 for chunk in out[2:]), [float(c.mean()) for c in out]
+    assert block(b"") == b""
