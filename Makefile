@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-# Debian's chromium for the browser tests (Playwright drives it; no browser download), and espeak-ng for
-# fallback test speech when the recorded clips are absent.
+# Debian's chromium for the browser tests (Playwright drives it; no browser download), nginx and caddy for the
+# deploy/ recipes' tests (both packages enable a system service on port 80: `systemctl disable --now nginx caddy`
+# on a workstation), and espeak-ng for fallback test speech when the recorded clips are absent.
 sysdeps:
 	@pkgs=""; command -v chromium >/dev/null || pkgs="chromium"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || pkgs="$$pkgs nginx"; \
+	command -v caddy >/dev/null || pkgs="$$pkgs caddy"; \
 	if [ ! -d "$(TEST_AUDIO)" ] && ! command -v espeak-ng >/dev/null; then pkgs="$$pkgs espeak-ng"; fi; \
 	if [ -n "$$pkgs" ]; then echo "installing$$pkgs"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$pkgs; fi
