@@ -106,6 +106,23 @@ def fanout_table(results: list[dict[str, Any]]) -> list[str]:
     return _table(head, rows)
 
 
+def overload_table(results: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for r in results:
+        o = r["overload"]
+        for key, what in (("alone", "admitted speaker alone"), ("abused", "admitted speaker beside the abusers")):
+            a = o[key]
+            rows.append([r["label"], what, _lat(a["committed"], ("median", "p95", "max")), a["first_seen"]["median"],
+                         a["wer"], a["lag_max_s"], ", ".join(a["errors"]) or "none"])
+        ab = o["abuser"]
+        rows.append([r["label"], f"abuser sent at {ab['sent_at']:g}x, taken at {ab['effective_rate']}x; "
+                     f"{o['server_full']} of {o['attempts']} extra speakers refused (server_full); "
+                     f"{o['junk_answered']} junk messages answered", "", "", "", "", ""])
+    head = ["configuration", "run", "word → committed median / p95 / max (s)", "first seen median", "WER",
+            "server lag max (s)", "errors"]
+    return _table(head, rows)
+
+
 def build(out: Path) -> Path:
     """Write results.md (and the plots) from the JSONs in `out`; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +131,8 @@ def build(out: Path) -> Path:
     lines = ["# Benchmark results", "", "Written by `python -m benchmarks.run`; method in benchmarks/README.md. "
              "Latencies are computation-aware at 1.0x real time, against per-clip offline word timings.", ""]
     for name, title, fn in (("stream", "Latency and accuracy", stream_table), ("long", "Long stream", long_table),
-                            ("capacity", "Capacity", capacity_table), ("fanout", "Fan-out", fanout_table)):
+                            ("capacity", "Capacity", capacity_table), ("fanout", "Fan-out", fanout_table),
+                            ("overload", "Overload", overload_table)):
         results = by_section.get(name)
         if not results:
             continue
@@ -137,6 +155,10 @@ def one_line(r: dict[str, Any]) -> str:
                 f"p95 {c['p95']} s, first seen median {s['latency']['first_seen']['median']} s")
     if name == "capacity":
         return f"capacity {r['label']}: largest N under target {r['capacity']['max_n_under_target']}"
+    if name == "overload":
+        o = r["overload"]
+        return (f"overload {r['label']}: admitted p95 {o['alone']['committed']['p95']} s alone, "
+                f"{o['abused']['committed']['p95']} s beside the abusers")
     if name == "fanout":
         f = r["fanout"]
         return (f"fanout {r['label']}: {f['listeners']} listeners, missed {f['missed']}, "

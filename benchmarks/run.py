@@ -11,6 +11,8 @@ baselines run before it starts, so that nothing else competes for the CPU):
 - capacity: N speakers in separate rooms at 1.0x for each N of `--capacity`; the largest N under 2.5 s p95.
 - fanout: one room, `--listeners` listeners, delivery latency and missed events.
 - long: a lecture of `--long-minutes` (10) at 1.0x: does the lag stay bounded?
+- overload: the dev lecture at 1.0x alone, then beside abusive clients (a 10x speaker, refused speakers, junk
+  messages, a listener that never reads), on a server of its own (`--max-speakers 2 --audio-burst-s 10`).
 
 Each section writes `<section>-<label>.json` into `--out` (benchmarks/results); then results.md and the PNG plots are
 rebuilt from every JSON there (`--report-only` does just that). `--quick` is the smoke test's few-second version.
@@ -29,10 +31,12 @@ from benchmarks import baselines, report
 from benchmarks.capacity import run_capacity
 from benchmarks.common import RESULTS, Server, dev_lecture, environment, long_lecture, write_json
 from benchmarks.fanout import raise_fd_limit, run_fanout
+from benchmarks.overload import run_overload
 from benchmarks.stream import run_stream
 from benchmarks.truth import lecture_truth
 
-SECTIONS = ("stream", "capacity", "fanout", "long")
+SECTIONS = ("stream", "capacity", "fanout", "long", "overload")
+OVERLOAD_ARGS = ["--max-speakers", "2", "--audio-burst-s", "10"]
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -97,6 +101,18 @@ async def run_model(model: str, args: argparse.Namespace, extra: list[str]) -> l
         heads["stream"]["offline"] = baselines.offline(bench, model, args.device, args.compute_type)
         heads["stream"]["naive"] = baselines.naive_chunks(bench, truth, model, args.device, args.compute_type,
                                                           args.chunk_s)
+    if "overload" in names:  # a server of its own, with a short burst so that the throttling shows
+        names.remove("overload")
+        flags = server_args(model, args, OVERLOAD_ARGS + extra)
+        heads["overload"]["server_args"] = flags
+        server = Server(flags, args.out / "logs" / f"overload-{tag}.log")
+        try:
+            print(f"== overload / {model}", flush=True)
+            heads["overload"]["overload"] = await run_overload(server, benches["overload"], truths["overload"])
+        finally:
+            server.stop()
+        write_json(args.out / f"overload-{tag}.json", heads["overload"])
+        print(report.one_line(heads["overload"]), flush=True)
     flags = server_args(model, args, extra, max(ns) if "capacity" in names else 0)
     server = Server(flags, args.out / "logs" / f"{tag}.log")
     try:

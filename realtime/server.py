@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from realtime import PROTOCOL_VERSION, http_api
+from realtime import PROTOCOL_VERSION, http_api, memory
 from realtime.access import Gate, bearer
 from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED, STATS, STORE, ServerStats
 from realtime.config import Settings
@@ -57,6 +57,14 @@ AUTH_TIMEOUT_S = 10.0  # a private room's connection must present its key this s
 SHUTDOWN_GRACE_S = 8.0  # SIGTERM: time for open utterances to get their finals
 
 
+async def trim_memory(period_s: float = 10.0) -> None:
+    """Give memory freed after bursts of connections back to the OS (see memory.py), off the event loop."""
+    while True:
+        await asyncio.sleep(period_s)
+        if not await asyncio.get_running_loop().run_in_executor(None, memory.trim):
+            return
+
+
 def default_static_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "static"
 
@@ -86,8 +94,10 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
 
     async def on_startup(app: web.Application) -> None:
         engine.start()
+        loop = asyncio.get_running_loop()
         if settings.notes:
-            background.append(asyncio.get_running_loop().create_task(notes.run(), name="notes"))
+            background.append(loop.create_task(notes.run(), name="notes"))
+        background.append(loop.create_task(trim_memory(), name="trim-memory"))
 
     async def on_shutdown(app: web.Application) -> None:
         """SIGTERM: new connections are already refused. Finish every open utterance (finals stored and sent),
