@@ -48,9 +48,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def open_rooms_allowed(host: str, admin_key_configured: bool) -> bool:
-    """Keyless rooms made on first use: only for a server nobody else can reach and nobody administers."""
-    return is_loopback(host) and not admin_key_configured
+def open_rooms_allowed(host: str, admin_key_configured: bool, public_url: str = "") -> bool:
+    """Keyless rooms made on first use: only for a server nobody else can reach and nobody administers (a public
+    URL says it is reachable from elsewhere, whatever address it binds)."""
+    return is_loopback(host) and not admin_key_configured and not public_url
+
+
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def proxied(headers) -> bool:
+    """A request relayed by a reverse proxy comes from somebody else, even on a loopback-bound server: open rooms
+    are not for it. nginx, Caddy and most proxies add one of these headers."""
+    return any(h in headers for h in PROXY_HEADERS)
 
 
 def bearer(header: str | None) -> str | None:
@@ -82,10 +92,11 @@ class Gate:
     def is_admin(self, key: str | None) -> bool:
         return any(key_matches(key, h) for h in self._admin_hashes)
 
-    def publish_refusal(self, speaker_key_hash: str | None, key: str | None) -> str | None:
-        """Why `key` may not publish in a room with this speaker key hash (an error code), or None if it may."""
+    def publish_refusal(self, speaker_key_hash: str | None, key: str | None, local: bool = True) -> str | None:
+        """Why `key` may not publish in a room with this speaker key hash (an error code), or None if it may.
+        `local`: the request did not come through a reverse proxy."""
         if speaker_key_hash is None:
-            return None if self.open_rooms or self.is_admin(key) else "key_required"
+            return None if self.open_rooms and local or self.is_admin(key) else "key_required"
         if not key:
             return "key_required"
         return None if key_matches(key, speaker_key_hash) or self.is_admin(key) else "bad_key"

@@ -54,7 +54,7 @@ def build_gate(settings: Settings, store: Store) -> Gate:
         stored = hash_key(key)
         print(f"realtime: admin key for the room API (shown once, stored hashed): {key}", flush=True)
     configured = bool(settings.admin_key) or stored is not None
-    return Gate(open_rooms_allowed(settings.host, configured), settings.admin_key, stored)
+    return Gate(open_rooms_allowed(settings.host, configured, settings.public_url), settings.admin_key, stored)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

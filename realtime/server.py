@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION, http_api, memory
-from realtime.access import Gate, bearer
+from realtime.access import Gate, bearer, proxied
 from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED, STATS, STORE, ServerStats
 from realtime.config import Settings
 from realtime.engine import Engine
@@ -181,7 +181,7 @@ async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketRes
     rooms = app[ROOMS]
     room = rooms.find(name)
     if room is None:
-        if not app[GATE].open_rooms:
+        if not app[GATE].open_rooms or proxied(request.headers):
             await refuse(ws, stats, NO_SUCH_ROOM, f"there is no room {name!r}; rooms are made with "
                          "`realtime room create` or the admin API", CLOSE_NO_SUCH_ROOM)
             return ws, conn, None

@@ -18,7 +18,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
-from realtime.access import AudioBudget
+from realtime.access import AudioBudget, proxied
 from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 from realtime.engine import Handle
 from realtime.protocol import (
@@ -73,6 +73,7 @@ class SpeakerSession:
         self.room = room
         self.conn = conn
         self.key = key
+        self.local = not proxied(request.headers)  # open rooms are for the machine itself, not a proxy's clients
         self.handle: Handle | None = None
         self.model = model_name(request)
         self.notes = app[NOTES] if self.settings.notes else None
@@ -88,7 +89,7 @@ class SpeakerSession:
     async def start(self, cmd: Start) -> None:
         if self.handle is not None:
             raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
-        refusal = self.gate.publish_refusal(self.room.record.speaker_key_hash, self.key)
+        refusal = self.gate.publish_refusal(self.room.record.speaker_key_hash, self.key, self.local)
         if refusal is not None:
             log.info("room %s: refused a speaker (%s)", self.room.name, refusal)
             raise ProtocolError(refusal, "this room needs its speaker key to publish (an Authorization: Bearer "

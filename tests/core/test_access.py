@@ -17,6 +17,7 @@ from realtime.access import (
     key_matches,
     new_key,
     open_rooms_allowed,
+    proxied,
     slug,
 )
 
@@ -221,3 +222,12 @@ def test_a_fast_sender_is_held_to_the_rate() -> None:
     assert waited > 40.0  # it was throttled most of the time
     assert (sent - burst) / now == pytest.approx(rate, rel=0.02)
     assert sent <= burst + rate * now + packet
+
+
+def test_open_rooms_are_not_for_a_reverse_proxys_clients() -> None:
+    assert open_rooms_allowed("127.0.0.1", False) and not open_rooms_allowed("127.0.0.1", False, "https://c.edu")
+    gate = Gate(open_rooms=True)
+    assert gate.publish_refusal(None, None, local=True) is None
+    assert gate.publish_refusal(None, None, local=False) == "key_required"
+    assert proxied({"X-Forwarded-For": "203.0.113.9"}) and proxied({"Forwarded": "for=203.0.113.9"})
+    assert proxied({"X-Real-IP": "203.0.113.9"}) and not proxied({"Host": "127.0.0.1:8000"})

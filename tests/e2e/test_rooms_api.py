@@ -207,3 +207,20 @@ async def test_a_room_made_by_the_cli_works_at_once_and_audio_is_throttled(keyed
     assert elapsed >= 7.0, elapsed
     hello = await listen(keyed.url, "silence-1", idle=1)
     assert hello.events[0]["type"] == "hello"
+
+
+async def test_a_quick_start_server_opens_no_room_to_a_proxys_clients(server):
+    """On loopback with no admin key rooms open on first use, but not for requests a reverse proxy relayed."""
+    relayed = {"X-Forwarded-For": "203.0.113.7"}
+    async with websockets.connect(ws_url(server.url, "listen", "via-proxy"), additional_headers=relayed) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "no_such_room"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4404
+    async with websockets.connect(ws_url(server.url, "listen", "open-locally")) as local:  # made by a local visit
+        assert json.loads(await asyncio.wait_for(local.recv(), 10))["type"] == "hello"
+        url = ws_url(server.url, "speak", "open-locally")
+        async with websockets.connect(url, additional_headers={"Forwarded": "for=203.0.113.7"}) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"  # public: may watch
+            await ws.send(json.dumps({"type": "start", "language": "en"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "key_required"
