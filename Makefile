@@ -6,7 +6,7 @@ TEST_AUDIO ?= $(or $(REALTIME_TEST_AUDIO),$(CURDIR)/../shared/audio)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-fast lint install sysdeps clean bench
+.PHONY: serve test test-fast lint install sysdeps clean bench fuzz
 
 serve: $(STAMP)
 	$(BIN)/realtime serve
@@ -45,6 +45,11 @@ test: $(STAMP) sysdeps lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/core
+
+# Property-based fuzzing of every inbound message, binary frames, WebSocket URLs and the HTTP API against a real
+# server (tests/e2e/test_fuzz.py) with 10,000 messages (the default suite sends 600); totals in test-artifacts/fuzz.json.
+fuzz: $(STAMP)
+	REALTIME_FUZZ_MESSAGES=10000 REALTIME_TEST_AUDIO="$(TEST_AUDIO)" $(BIN)/python -m pytest -q -rxX tests/e2e/test_fuzz.py
 
 # The benchmark harness (benchmarks/README.md): every section for base and tiny.en, about 35 min on 2 cores;
 # results in benchmarks/results/. BENCH_ARGS='--quick' for a one-minute smoke run.
