@@ -26,7 +26,9 @@ from realtime.protocol import (
     KEY_REQUIRED,
     NO_SUCH_ROOM,
     TOO_MANY_ROOMS,
+    ProtocolError,
     check_room,
+    encodable,
 )
 from realtime.room_admin import make_room, room_links
 from realtime.rooms import Room
@@ -48,6 +50,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/rooms/{room}/ask", ask)
     app.middlewares.append(cors)
     app.middlewares.append(json_errors)
+
+
+async def read_json(request: web.Request) -> dict | None:
+    """The request's JSON object, or None for anything else: bad JSON, an unknown charset, lone surrogates."""
+    try:
+        body = await request.json()
+    except (ValueError, LookupError, UnicodeError):
+        return None
+    return body if isinstance(body, dict) and encodable(body) else None
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -170,20 +181,19 @@ async def create_room(request: web.Request) -> web.Response:
     refusal = _admin_refusal(request)
     if refusal is not None:
         return refusal
-    try:
-        body = await request.json()
-        title = str(body.get("title", "")).strip()
-        private = bool(body.get("private", False))
-        name = body.get("room") or slug(title)
-        if not isinstance(name, str) or not title or len(title) > 200:
-            raise ValueError
-    except (ValueError, AttributeError, TypeError):
-        return error(400, BAD_MESSAGE, 'send {"title": "Physics 101", "room": optional name, "private": false}')
+    body = await read_json(request)
+    title, private = (body or {}).get("title"), (body or {}).get("private", False)
+    name = (body or {}).get("room") or slug(title if isinstance(title, str) else "")
+    if not (isinstance(title, str) and 0 < len(title.strip()) <= 200 and isinstance(private, bool)
+            and isinstance(name, str)):
+        return error(400, BAD_MESSAGE, 'send {"title": "Physics 101" (1-200 characters), "room": optional name, '
+                                       '"private": true or false}')
+    title = title.strip()
     settings, store = request.app[SETTINGS], request.app[STORE]
     try:
-        name = check_room(name[:settings.max_room_name], settings.max_room_name)
-    except Exception as exc:
-        return error(400, BAD_ROOM, str(exc))
+        name = check_room(name, settings.max_room_name)
+    except ProtocolError as exc:
+        return error(400, BAD_ROOM, exc.message)
     if len(store.list_rooms()) >= settings.max_rooms:
         return error(429, TOO_MANY_ROOMS, f"this server holds {settings.max_rooms} rooms, its limit (--max-rooms)")
     try:
@@ -237,12 +247,8 @@ async def ask(request: web.Request) -> web.Response:
     room = _room_or_error(request)
     if isinstance(room, web.Response):
         return room
-    try:
-        body = await request.json()
-        question = body["question"]
-        if not isinstance(question, str) or not 0 < len(question.strip()) <= 1000:
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
+    question = (await read_json(request) or {}).get("question")
+    if not isinstance(question, str) or not 0 < len(question.strip()) <= 1000:
         return error(400, BAD_MESSAGE, 'send {"question": "..."} with 1-1000 characters')
     return web.json_response(await request.app[NOTES].ask(room, question.strip()))
 

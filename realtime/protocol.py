@@ -129,6 +129,9 @@ def parse_text(raw: str, max_bytes: int) -> Command:
         raise ProtocolError(BAD_JSON, "message is not valid JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_JSON, "message must be a JSON object")
+    if "\\u" in raw and not encodable(msg):
+        # JSON escapes can spell lone surrogates ("\ud800"): no valid text, and nothing downstream can encode them
+        raise ProtocolError(BAD_MESSAGE, "strings must be valid Unicode (a \\u escape spelled a lone surrogate)")
     kind = msg.get("type")
     if kind == "start":
         return _parse_start(msg)
@@ -150,8 +153,26 @@ def parse_text(raw: str, max_bytes: int) -> Command:
     raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
 
 
+def encodable(msg: dict[str, Any]) -> bool:
+    try:
+        return is_unicode(json.dumps(msg, ensure_ascii=False))
+    except (RecursionError, ValueError):
+        return False
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` is encodable, i.e. holds no lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_start(msg: dict[str, Any]) -> Start:
     language = msg.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ProtocolError(BAD_MESSAGE, "language must be a string such as 'en', or 'auto'")
     if language in ("", "auto"):
         language = None
     if isinstance(language, str):

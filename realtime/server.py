@@ -28,11 +28,13 @@ from realtime.protocol import (
     BAD_MESSAGE,
     CLOSE_BAD_ROOM,
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     CLOSE_KEY,
     CLOSE_NO_SUCH_ROOM,
     CLOSE_NORMAL,
     CLOSE_ORIGIN,
     CLOSE_TRY_AGAIN,
+    INTERNAL,
     KEY_REQUIRED,
     NO_SUCH_ROOM,
     NOT_A_SPEAKER,
@@ -250,6 +252,9 @@ async def sender(ws: web.WebSocketResponse, conn: Connection) -> None:
             await ws.send_str(text)
     except (ConnectionError, RuntimeError, asyncio.CancelledError):
         pass
+    except Exception:  # a message that cannot be sent must not leave the connection silent: close it instead
+        log.exception("sending to a %s failed", conn.role)
+        conn.close_code, conn.close_reason = CLOSE_INTERNAL, INTERNAL
     finally:
         if conn.close_code is not None and not ws.closed:
             with contextlib.suppress(Exception):
