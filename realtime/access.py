@@ -19,6 +19,8 @@ import re
 import secrets
 import unicodedata
 
+from realtime.protocol import BAD_KEY, KEY_REQUIRED
+
 ADMIN_KEY_META = "admin_key_hash"
 
 
@@ -96,10 +98,10 @@ class Gate:
         """Why `key` may not publish in a room with this speaker key hash (an error code), or None if it may.
         `local`: the request did not come through a reverse proxy."""
         if speaker_key_hash is None:
-            return None if self.open_rooms and local or self.is_admin(key) else "key_required"
+            return None if self.open_rooms and local or self.is_admin(key) else KEY_REQUIRED
         if not key:
-            return "key_required"
-        return None if key_matches(key, speaker_key_hash) or self.is_admin(key) else "bad_key"
+            return KEY_REQUIRED
+        return None if key_matches(key, speaker_key_hash) or self.is_admin(key) else BAD_KEY
 
     def may_view(self, viewer_key_hash: str | None, speaker_key_hash: str | None, key: str | None) -> bool:
         """Public rooms are open to all; a private one to its viewer key, its speaker key and the admin."""

@@ -23,6 +23,7 @@ from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 from realtime.engine import Handle
 from realtime.protocol import (
     ALREADY_STARTED,
+    BAD_KEY,
     CLOSE_IDLE,
     CLOSE_INTERNAL,
     CLOSE_KEY,
@@ -32,6 +33,7 @@ from realtime.protocol import (
     CLOSE_TRY_AGAIN,
     IDLE_TIMEOUT,
     INTERNAL,
+    KEY_REQUIRED,
     LECTURE_TOO_LONG,
     NOT_STARTED,
     SERVER_FULL,
@@ -57,8 +59,8 @@ from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 log = logging.getLogger(__name__)
 
 # Errors after which the connection is closed, with the close code.
-CLOSING = {SERVER_FULL: CLOSE_TRY_AGAIN, SPEAKER_EXISTS: CLOSE_SPEAKER_EXISTS, "key_required": CLOSE_KEY,
-           "bad_key": CLOSE_KEY, LECTURE_TOO_LONG: CLOSE_TOO_LONG}
+CLOSING = {SERVER_FULL: CLOSE_TRY_AGAIN, SPEAKER_EXISTS: CLOSE_SPEAKER_EXISTS, KEY_REQUIRED: CLOSE_KEY,
+           BAD_KEY: CLOSE_KEY, LECTURE_TOO_LONG: CLOSE_TOO_LONG}
 
 
 class SpeakerSession:
@@ -93,7 +95,7 @@ class SpeakerSession:
         if refusal is not None:
             log.info("room %s: refused a speaker (%s)", self.room.name, refusal)
             raise ProtocolError(refusal, "this room needs its speaker key to publish (an Authorization: Bearer "
-                                         "header or an auth message)" if refusal == "key_required"
+                                         "header or an auth message)" if refusal == KEY_REQUIRED
                                 else "that is not this room's speaker key")
         if self.room.audio_s >= self.settings.max_lecture_s:
             raise ProtocolError(LECTURE_TOO_LONG, f"this lecture reached --max-lecture-s "
