@@ -135,10 +135,15 @@ class Server:
         self.http = f"http{secure}://127.0.0.1:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        # A database of its own beside the log (rooms persist; a run must not inherit an earlier run's rooms).
+        # A fresh database of its own beside the log (rooms persist: a run must not inherit an earlier run's rooms),
+        # unless the caller passes one (a restart test).
+        fresh = str(log_path.with_suffix(".db"))
         env = {**os.environ, "REALTIME_CACHE_DIR": os.environ.get("REALTIME_CACHE_DIR", str(CACHE)),
-               "REALTIME_DB": str(log_path.with_suffix(".db")), **(env or {})}
+               "REALTIME_DB": fresh, **(env or {})}
         self.db = env["REALTIME_DB"]
+        if self.db == fresh:
+            for suffix in ("", "-wal", "-shm"):
+                Path(fresh + suffix).unlink(missing_ok=True)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "realtime", "serve", "--port", str(self.port), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

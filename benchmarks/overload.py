@@ -1,16 +1,11 @@
 """Overload: does an abusive client hurt the lecture that was admitted?
 
-The admitted speaker plays the lecture at 1.0x twice on one server (`--max-speakers 2`): once alone, once while
-abusive clients run beside it:
-
-- a speaker in another room sending the same lecture at 10x real time (the server throttles it to 2x after the
-  burst, `--max-audio-rate`, `--audio-burst-s`),
-- a stream of would-be speakers beyond capacity, each refused with `server_full` (1013),
-- a client sending invalid control messages as fast as the server answers them,
-- a listener that never reads its socket (cut off with 4408 once its queue is full).
-
-Reported: the admitted speaker's committed latency percentiles in both runs, the abusive speaker's effective rate,
-refusals, and the junk messages answered.
+The admitted speaker plays the lecture at 1.0x four times on one server (`--max-speakers 2 --audio-burst-s 10`):
+alone; beside a flood (would-be speakers beyond capacity, each refused with `server_full`, a client sending invalid
+control messages as fast as the server answers them, and a listener that never reads its socket); beside a speaker
+in another room sending at 10x real time (taken at 2x after its burst: an admitted stream, it shares the decoder);
+and beside all of them. Reported: the admitted speaker's latency percentiles in each run, the abuser's effective
+rate, refusals and junk messages answered.
 """
 
 from __future__ import annotations
@@ -35,10 +30,11 @@ async def refused_speakers(server: Server, stop: asyncio.Event, counts: dict[str
         try:
             async with websockets.connect(ws_url(server.url, "speak", f"overflow-{counts['attempts']}")) as ws:
                 await ws.send('{"type": "start"}')
-                async for raw in ws:
-                    if '"server_full"' in raw:
-                        counts["server_full"] += 1
-        except websockets.ConnectionClosed:
+                async with asyncio.timeout(2):  # admitted after all (a slot came free): leave at once
+                    async for raw in ws:
+                        if '"server_full"' in raw:
+                            counts["server_full"] += 1
+        except (websockets.ConnectionClosed, TimeoutError):
             pass
         counts["attempts"] += 1
         await asyncio.sleep(0.2)
@@ -79,27 +75,41 @@ async def admitted(server: Server, bench: Bench, truth: list[TimedWord], room: s
             "errors": [e["code"] for e in result.events if e["type"] == "error"]}
 
 
-async def run_overload(server: Server, bench: Bench, truth: list[TimedWord]) -> dict[str, Any]:
-    alone = await admitted(server, bench, truth, "overload-alone")
+async def beside(server: Server, bench: Bench, truth: list[TimedWord], room: str, abuser: bool,
+                 flood: bool) -> dict[str, Any]:
+    """The admitted speaker's run beside a 10x speaker (`abuser`) and/or the flood of refused speakers, junk
+    messages and a listener that never reads (`flood`)."""
     stop = asyncio.Event()
     counts = {"attempts": 0, "server_full": 0, "junk_answered": 0}
-    silent = silent_listener(server, "overload-abused")
-    abusive = asyncio.create_task(stream_audio(server.url, "overload-abuser", bench.lecture.audio, speed=10.0,
-                                               stop_timeout=300))
+    silent = silent_listener(server, room) if flood else None
+    victim = asyncio.create_task(admitted(server, bench, truth, room))
+    await asyncio.sleep(0.3)  # admitted first; then the abuser takes the second slot, and the rest find it full
+    abusive = asyncio.create_task(stream_audio(server.url, f"{room}-abuser", bench.lecture.audio, speed=10.0,
+                                               stop_timeout=300)) if abuser else None
+    await asyncio.sleep(0.5)
     noise = [asyncio.create_task(refused_speakers(server, stop, counts)),
-             asyncio.create_task(junk_sender(server, stop, counts))]
-    await asyncio.sleep(0.5)  # the abuser holds the second slot before the admitted speaker starts
-    abused = await admitted(server, bench, truth, "overload-abused")
+             asyncio.create_task(junk_sender(server, stop, counts))] if flood else []
+    out = await victim
     stop.set()
     await asyncio.gather(*noise, return_exceptions=True)
-    abuser = await abusive
-    silent.close()
-    # The abuser's pace as the server took it: audio received (its status events) over time since its start.
-    paced = [(e["audio_s"], e["t"]) for e in abuser.events if e["type"] == "status" and e["state"] == "live"]
-    sent_s, at_s = max(paced, default=(0.0, 1.0))
+    if silent is not None:
+        silent.close()
+    if abusive is not None:
+        # The abuser's pace as the server took it: audio received (its status events) over time since its start.
+        result = await abusive
+        paced = [(e["audio_s"], e["t"]) for e in result.events if e["type"] == "status" and e["state"] == "live"]
+        sent_s, at_s = max(paced, default=(0.0, 1.0))
+        out["abuser"] = {"sent_at": 10.0, "effective_rate": round(sent_s / max(at_s, 1e-3), 2),
+                         "errors": [e["code"] for e in result.events if e["type"] == "error"]}
+    return {**out, **(counts if flood else {})}
+
+
+async def run_overload(server: Server, bench: Bench, truth: list[TimedWord]) -> dict[str, Any]:
     return {
-        "audio_s": round(bench.audio_s, 1), "alone": alone, "abused": abused,
-        "abuser": {"sent_at": 10.0, "effective_rate": round(sent_s / max(at_s, 1e-3), 2),
-                   "errors": [e["code"] for e in abuser.events if e["type"] == "error"]},
-        **counts, "peak_rss_mb": server.peak_rss_mb(),
+        "audio_s": round(bench.audio_s, 1),
+        "alone": await admitted(server, bench, truth, "overload-alone"),
+        "flood": await beside(server, bench, truth, "overload-flood", abuser=False, flood=True),
+        "abuser": await beside(server, bench, truth, "overload-10x", abuser=True, flood=False),
+        "both": await beside(server, bench, truth, "overload-both", abuser=True, flood=True),
+        "peak_rss_mb": server.peak_rss_mb(),
     }

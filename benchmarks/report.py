@@ -108,18 +108,22 @@ def fanout_table(results: list[dict[str, Any]]) -> list[str]:
 
 def overload_table(results: list[dict[str, Any]]) -> list[str]:
     rows = []
+    what = {"alone": "alone", "flood": "beside refused speakers, a junk flood and a listener that never reads",
+            "abuser": "beside a speaker sending at 10x", "both": "beside all of them"}
     for r in results:
         o = r["overload"]
-        for key, what in (("alone", "admitted speaker alone"), ("abused", "admitted speaker beside the abusers")):
+        for key, label in what.items():
             a = o[key]
-            rows.append([r["label"], what, _lat(a["committed"], ("median", "p95", "max")), a["first_seen"]["median"],
-                         a["wer"], a["lag_max_s"], ", ".join(a["errors"]) or "none"])
-        ab = o["abuser"]
-        rows.append([r["label"], f"abuser sent at {ab['sent_at']:g}x, taken at {ab['effective_rate']}x; "
-                     f"{o['server_full']} of {o['attempts']} extra speakers refused (server_full); "
-                     f"{o['junk_answered']} junk messages answered", "", "", "", "", ""])
-    head = ["configuration", "run", "word → committed median / p95 / max (s)", "first seen median", "WER",
-            "server lag max (s)", "errors"]
+            extra = []
+            if "abuser" in a:
+                extra.append(f"abuser taken at {a['abuser']['effective_rate']}x")
+            if "attempts" in a:
+                extra.append(f"{a['server_full']}/{a['attempts']} extra speakers refused, "
+                             f"{a['junk_answered']} junk messages answered")
+            rows.append([r["label"], label, _lat(a["committed"], ("median", "p95", "max")), a["first_seen"]["median"],
+                         a["wer"], a["lag_max_s"], "; ".join(extra)])
+    head = ["configuration", "admitted speaker", "word → committed median / p95 / max (s)", "first seen median",
+            "WER", "server lag max (s)", "abusers"]
     return _table(head, rows)
 
 
@@ -158,7 +162,8 @@ def one_line(r: dict[str, Any]) -> str:
     if name == "overload":
         o = r["overload"]
         return (f"overload {r['label']}: admitted p95 {o['alone']['committed']['p95']} s alone, "
-                f"{o['abused']['committed']['p95']} s beside the abusers")
+                f"{o['flood']['committed']['p95']} s beside the flood, {o['abuser']['committed']['p95']} s beside "
+                f"the 10x speaker, {o['both']['committed']['p95']} s beside both")
     if name == "fanout":
         f = r["fanout"]
         return (f"fanout {r['label']}: {f['listeners']} listeners, missed {f['missed']}, "

@@ -110,10 +110,15 @@ class Gate:
         return key_matches(key, viewer_key_hash) or key_matches(key, speaker_key_hash) or self.is_admin(key)
 
 
-class AudioBudget:
-    """A token bucket over audio seconds: a speaker may send `rate` x real time sustained plus `burst_s` at once.
-    `spend` returns how long to wait before reading on, so a fast sender is slowed by TCP backpressure rather
-    than cut off (a browser flushing audio buffered during a blip is a legitimate burst)."""
+MESSAGE_RATE = 100.0  # messages a connection may send per second, sustained (audio in 10 ms packets is 100/s)
+MESSAGE_BURST = 3000.0  # ... and at once: the lecturer page flushing 120 s of buffered 50 ms packets is 2400
+
+
+class TokenBucket:
+    """A token bucket: `rate` per second sustained plus `burst_s` at once. For audio the tokens are seconds of audio
+    (a speaker may send `rate` x real time), for messages they are messages. `spend` returns how long to wait
+    before reading on, so a fast sender is slowed by TCP backpressure rather than cut off (a browser flushing
+    audio buffered during a blip is a legitimate burst), and a flood of messages cannot take the event loop."""
 
     def __init__(self, rate: float, burst_s: float, now: float):
         self.rate = rate

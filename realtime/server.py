@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION, http_api, memory
-from realtime.access import Gate, bearer, proxied
+from realtime.access import MESSAGE_BURST, MESSAGE_RATE, Gate, TokenBucket, bearer, proxied
 from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED, STATS, STORE, ServerStats
 from realtime.config import Settings
 from realtime.engine import Engine
@@ -269,6 +269,13 @@ async def finish(ws: web.WebSocketResponse, conn: Connection, task: asyncio.Task
         await ws.close(code=code)
 
 
+async def throttle(bucket: TokenBucket) -> None:
+    """One message read: beyond its connection's rate, stop reading for a while (TCP pushes back on the sender)."""
+    wait = bucket.spend(1.0, time.monotonic())
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
 def release(request: web.Request, room: Room) -> None:
     """Forget an unused room (the store has it): memory stays bounded however many rooms are visited."""
     idle = not (room.connections or room.session or room.notes_busy or room.flushing)
@@ -297,8 +304,10 @@ async def listener_ws(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     task = asyncio.get_running_loop().create_task(sender(ws, conn))
     room.join(conn, Hello(room.name, "listener", PROTOCOL_VERSION, model_name(request), len(room.finals)), since)
+    messages = TokenBucket(MESSAGE_RATE, MESSAGE_BURST, time.monotonic())
     try:
         async for msg in ws:
+            await throttle(messages)
             if msg.type == WSMsgType.BINARY:
                 room.error(conn, NOT_A_SPEAKER, "listeners cannot send audio; connect to /ws/speak/{room}")
             elif msg.type == WSMsgType.TEXT:

@@ -18,7 +18,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
-from realtime.access import AudioBudget, proxied
+from realtime.access import MESSAGE_BURST, MESSAGE_RATE, TokenBucket, proxied
 from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 from realtime.engine import Handle
 from realtime.protocol import (
@@ -52,7 +52,7 @@ from realtime.protocol import (
     parse_text,
 )
 from realtime.rooms import Connection, Room
-from realtime.server import check_view, finish, model_name, open_socket, release, sender
+from realtime.server import check_view, finish, model_name, open_socket, release, sender, throttle
 from realtime.stream import LectureStream, StreamConfig
 from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 
@@ -79,7 +79,8 @@ class SpeakerSession:
         self.handle: Handle | None = None
         self.model = model_name(request)
         self.notes = app[NOTES] if self.settings.notes else None
-        self.budget = AudioBudget(self.settings.max_audio_rate, self.settings.audio_burst_s, time.monotonic())
+        self.budget = TokenBucket(self.settings.max_audio_rate, self.settings.audio_burst_s, time.monotonic())
+        self.messages = TokenBucket(MESSAGE_RATE, MESSAGE_BURST, time.monotonic())
         self._stopping: asyncio.Task | None = None
 
     def status(self, state: str) -> Status:
@@ -193,6 +194,7 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
             msg = await ws.receive(timeout=settings.idle_timeout_s)
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
+            await throttle(session.messages)
             try:
                 if msg.type == WSMsgType.BINARY:
                     await session.audio(msg.data)

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from realtime.access import (
-    AudioBudget,
     Gate,
+    TokenBucket,
     bearer,
     hash_key,
     is_loopback,
@@ -183,27 +183,27 @@ def test_private_open_room_without_speaker_key() -> None:
 
 
 def test_rate_zero_is_unlimited() -> None:
-    budget = AudioBudget(0, 1.0, now=0.0)
+    budget = TokenBucket(0, 1.0, now=0.0)
     assert [budget.spend(100.0, now=0.0) for _ in range(5)] == [0.0] * 5
 
 
 def test_the_burst_at_once_waits_nothing() -> None:
-    budget = AudioBudget(2.0, 5.0, now=10.0)
+    budget = TokenBucket(2.0, 5.0, now=10.0)
     assert budget.spend(5.0, now=10.0) == 0.0
     assert budget.spend(0.0, now=10.0) == 0.0
 
 
 def test_beyond_the_burst_the_wait_is_deficit_over_rate() -> None:
-    budget = AudioBudget(2.0, 5.0, now=10.0)
+    budget = TokenBucket(2.0, 5.0, now=10.0)
     assert budget.spend(4.0, now=10.0) == 0.0
     assert budget.spend(3.0, now=10.0) == pytest.approx(1.0)  # 2 s over at 2 s/s
-    budget = AudioBudget(4.0, 1.0, now=0.0)
+    budget = TokenBucket(4.0, 1.0, now=0.0)
     assert budget.spend(3.0, now=0.0) == pytest.approx(0.5)
     assert budget.spend(1.0, now=0.5) == pytest.approx(0.25)  # the debt was paid by the wait; 1 s more at 4 s/s
 
 
 def test_refill_never_exceeds_the_burst() -> None:
-    budget = AudioBudget(2.0, 3.0, now=0.0)
+    budget = TokenBucket(2.0, 3.0, now=0.0)
     assert budget.spend(3.0, now=0.0) == 0.0
     assert budget.spend(0.0, now=1000.0) == 0.0
     assert budget.tokens == 3.0
@@ -212,7 +212,7 @@ def test_refill_never_exceeds_the_burst() -> None:
 
 def test_a_fast_sender_is_held_to_the_rate() -> None:
     rate, burst, packet = 2.0, 2.0, 0.1
-    budget = AudioBudget(rate, burst, now=0.0)
+    budget = TokenBucket(rate, burst, now=0.0)
     now, sent, waited = 0.0, 0.0, 0.0
     while now < 60.0:  # a simulated minute; the sender produces audio at 10x real time
         wait = budget.spend(packet, now)
