@@ -77,8 +77,10 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
 
     history_until = -1  # a speaker joining a room that already has captions is sent them first: not ours
 
+    live = False  # our start was accepted
+
     async def receive(ws) -> None:
-        nonlocal history_until
+        nonlocal history_until, live
         try:
             async for raw in ws:
                 event = json.loads(raw)
@@ -90,10 +92,12 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
                 result.events.append(event)
                 if on_event:
                     on_event(event)
-                if event["type"] == "status" and event.get("state") == "stopped":
-                    stopped.set()
-                if event["type"] == "error" and event.get("code") in REFUSALS:
-                    stopped.set()
+                if event["type"] == "status":
+                    live = live or event.get("state") == "live"
+                    if event.get("state") == "stopped":
+                        stopped.set()
+                if event["type"] == "error" and (event.get("code") in REFUSALS or not live):
+                    stopped.set()  # refused, or the start itself was (a bad start field): nothing will come
         finally:
             stopped.set()  # the server closed the connection
 

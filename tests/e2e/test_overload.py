@@ -19,6 +19,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.overload import silent_listener
 from realtime.client import listen, stream_audio, ws_url
 from realtime.latency import summary
 from tests.conftest import ARTIFACTS, ServerProcess
@@ -39,17 +40,6 @@ def metrics(srv) -> dict[str, float]:
     with urllib.request.urlopen(srv.http + "/metrics", timeout=10) as r:
         body = r.read().decode()
     return {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
-
-
-def silent_listener(port: int, room: str) -> socket.socket:
-    """A WebSocket handshake on a raw socket with a 4 KiB receive buffer, and then never a read."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall((f"GET /ws/listen/{room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    return sock
 
 
 def close_code_of(sock: socket.socket) -> tuple[int | None, int]:
@@ -96,7 +86,7 @@ async def test_a_listener_that_never_reads_slows_nobody(busy, clips):
     reader = asyncio.create_task(listen(busy.url, room, idle=8, on_event=reader_events.append))
     await asyncio.sleep(0.3)
     rss_before = metrics(busy)["realtime_resident_memory_bytes"]
-    silent = silent_listener(busy.port, room)
+    silent = silent_listener(busy, room)
     result = await stream_audio(busy.url, room, audio, speed=1.0, language="en")
     await reader
     rss_after = metrics(busy)["realtime_resident_memory_bytes"]
