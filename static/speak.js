@@ -241,7 +241,8 @@ async function start() {
     message(micProblem(err), "error");
     return;
   }
-  Object.assign(speaker, { running: true, stopping: false, wasLive: false, retry: 0, t0: 0, buffer: [], bufferedBytes: 0,
+  Object.assign(speaker, { running: true, stopping: false, wasLive: false, retry: 0, t0: 0, buffer: [],
+                           bufferedBytes: 0,
                            droppedBytes: 0, sentBytes: 0, capturedBytes: 0 });
   listDevices().catch(() => {});
   for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = true;
