@@ -242,8 +242,7 @@ async function start() {
     return;
   }
   Object.assign(speaker, { running: true, stopping: false, wasLive: false, retry: 0, t0: 0, buffer: [],
-                           bufferedBytes: 0,
-                           droppedBytes: 0, sentBytes: 0, capturedBytes: 0 });
+                           bufferedBytes: 0, droppedBytes: 0, sentBytes: 0, capturedBytes: 0 });
   listDevices().catch(() => {});
   for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = true;
   $("go").textContent = "Stop";
