@@ -1,0 +1,553 @@
+"""The fuzz driver of tests/e2e/test_fuzz.py: the connections to the real server, sending each drawn message as the
+model predicts its answer, reading and checking what comes back, the totals, and the loop that draws examples until
+a category's quota of messages was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import websockets
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from realtime import protocol
+from realtime.access import bearer
+from realtime.protocol import check_room
+from tests.conftest import ServerProcess
+from tests.e2e.fuzzing.model import (
+    CLOSE_CODES,
+    ERROR_CODES,
+    ROOM_EVENTS,
+    ROOM_INFO_KEYS,
+    Peer,
+    ProtocolModel,
+    RoomModel,
+)
+from tests.e2e.fuzzing.strategies import (
+    ADMIN,
+    AUDIO,
+    CLIP,
+    KEYS,
+    LISTEN,
+    MAX_ROOM,
+    PRIVATE,
+    SPEAK,
+    WS_LIMIT,
+    Out,
+    Req,
+    auth_header,
+)
+
+TOTAL = int(os.environ.get("REALTIME_FUZZ_MESSAGES", "600"))
+SEED = int(os.environ.get("REALTIME_FUZZ_SEED") or random.randrange(2 ** 32))
+SHARES = {"speaker_text": 0.3, "listener_text": 0.2, "binary": 0.2, "url": 0.1, "http": 0.2}
+PONG_TIMEOUT_S = 15.0
+
+
+# ---------------------------------------------------------------- the harness
+
+
+class Broken(AssertionError):
+    """A property failed."""
+
+
+@dataclass
+class Totals:
+    sent: Counter = field(default_factory=Counter)
+    kinds: dict[str, Counter] = field(default_factory=dict)
+    errors: Counter = field(default_factory=Counter)
+    closes: Counter = field(default_factory=Counter)
+    events: Counter = field(default_factory=Counter)
+    http: Counter = field(default_factory=Counter)
+    handshake_refusals: Counter = field(default_factory=Counter)
+    harness: Counter = field(default_factory=Counter)
+    tamed: Counter = field(default_factory=Counter)
+    outcomes: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    def count(self, category: str, kind: str, tamed: str = "") -> None:
+        self.sent[category] += 1
+        self.kinds.setdefault(category, Counter())[kind] += 1
+        if tamed:
+            self.tamed[tamed] += 1
+
+    def report(self) -> dict[str, Any]:
+        lat = sorted(self.latencies) or [0.0]
+        return {
+            "messages": sum(self.sent.values()), "target": TOTAL, "seed": SEED, "sent": dict(self.sent),
+            "kinds": {c: dict(k.most_common()) for c, k in self.kinds.items()},
+            "error_codes": dict(self.errors.most_common()),
+            "close_codes": {str(k): v for k, v in sorted(self.closes.items())},
+            "http_status": {str(k): v for k, v in sorted(self.http.items())},
+            "handshake_refusals": {str(k): v for k, v in sorted(self.handshake_refusals.items())},
+            "events": dict(self.events.most_common()), "probes": dict(self.harness),
+            "url_outcomes": dict(self.outcomes.most_common()), "steered": dict(self.tamed),
+            "pong_latency_s": {"n": len(self.latencies), "median": round(lat[len(lat) // 2], 4),
+                               "p99": round(lat[int(len(lat) * 0.99)], 4), "max": round(lat[-1], 4)},
+            "wall_s": {k: round(v, 1) for k, v in self.wall_s.items()},
+        }
+
+
+
+class Fuzz(ProtocolModel):
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.totals = Totals()
+        self.log: deque[str] = deque(maxlen=40)
+        self.failures: list[str] = []
+        self.quota = {c: round(TOTAL * s) for c, s in SHARES.items()}
+        self.quota["http"] += TOTAL - sum(self.quota.values())
+        self.rooms: dict[str, RoomModel] = {}
+        self.created: dict[str, RoomModel] = {}
+        self.peers: dict[str, list[Peer]] = {}
+        self.observers: list[asyncio.Task] = []
+        self.closing_down = False
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-loop", daemon=True)
+        self.thread.start()
+        self.session: aiohttp.ClientSession | None = None
+
+    def run(self, coro, timeout: float = 300.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self.loop).result()
+
+    @staticmethod
+    def reset(peer: Peer) -> None:
+        peer.expected, peer.closing, peer.started, peer.audio_s, peer.authed = deque(), None, False, 0.0, True
+        peer.last_seq, peer.last_room_seq, peer.replay_until, peer.expect_hello = -1, -1, None, False
+
+    def fail(self, what: str) -> None:
+        history = "\n  ".join(self.log)
+        raise Broken(f"{what}\nlast messages sent (oldest first):\n  {history}\nseed {SEED}; server log "
+                     f"{self.server.log_path}")
+
+    # ------------------------------------------------------------ setup and teardown
+
+    async def setup(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        for name, private in ((SPEAK, False), (AUDIO, False), (LISTEN, False), (PRIVATE, True), (CLIP, False)):
+            info = await self.create(name, private)
+            self.rooms[name] = RoomModel(name, info["speaker_key"], info["viewer_key"])
+        KEYS.update({"speak-sk": self.rooms[SPEAK].speaker_key, "private-vk": self.rooms[PRIVATE].viewer_key,
+                     "audio-sk": self.rooms[AUDIO].speaker_key})
+        self.peers = {"speaker_text": [Peer("speaker-A", "speaker"), Peer("speaker-B", "speaker")],
+                      "listener_text": [Peer("listener", "listener")],
+                      "binary": [Peer("audio-speaker", "speaker"), Peer("audio-listener", "listener")]}
+        for room in (SPEAK, AUDIO):
+            self.observers.append(asyncio.get_running_loop().create_task(self.observe(room)))
+
+    async def create(self, name: str, private: bool) -> dict:
+        async with self.session.post(self.server.http + "/v1/rooms", json={"title": f"Fuzz {name}", "room": name,
+                                                                           "private": private},
+                                     headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+            assert r.status == 201, (r.status, await r.text())
+            return await r.json()
+
+    async def teardown(self) -> None:
+        self.closing_down = True
+        for peers in self.peers.values():
+            for peer in peers:
+                if peer.ws is not None:
+                    await peer.ws.close()
+        for task in self.observers:
+            task.cancel()
+        await asyncio.gather(*self.observers, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    # ------------------------------------------------------------ what arrives
+
+    async def observe(self, room: str) -> None:
+        """A listener in a fuzzed room for the whole run: room events arrive gap-free, nothing else does."""
+        last = None
+        try:
+            async with websockets.connect(f"{self.server.url}/ws/listen/{room}", max_size=None, max_queue=None,
+                                          proxy=None) as ws:
+                async for raw in ws:
+                    event = self.check_event(None, raw)
+                    if event["type"] == "hello":
+                        last = event["seq"]
+                        continue
+                    if event["type"] not in ROOM_EVENTS:
+                        self.failures.append(f"observer of {room} got a reply: {raw[:300]}")
+                    elif event["seq"] <= last:
+                        continue  # history
+                    elif event["seq"] != last + 1:
+                        self.failures.append(f"observer of {room}: seq {event['seq']} after {last} (a gap)")
+                    last = max(last, event["seq"])
+                if not self.closing_down:
+                    self.failures.append(f"observer of {room} closed: {ws.close_code} {ws.close_reason}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.failures.append(f"observer of {room}: {exc!r}")
+
+    async def read(self, peer: Peer, deadline: float, waiting_for: str) -> dict | None:
+        """The next message on a peer (None: closed), within the deadline: the server answers in bounded time."""
+        try:
+            raw = await asyncio.wait_for(peer.ws.recv(), max(0.01, deadline - time.monotonic()))
+        except websockets.ConnectionClosed:
+            return None
+        except TimeoutError:
+            self.fail(f"{peer.name}: no answer within {PONG_TIMEOUT_S:g} s while waiting for {waiting_for} "
+                      f"(expected next: {list(peer.expected)[:5]})")
+        return self.check_event(peer, raw)
+
+    async def sync(self, peer: Peer) -> None:
+        """Ping with a fresh id and require its pong within PONG_TIMEOUT_S, every expected reply before it."""
+        if peer.ws is None:
+            return
+        if peer.closing is not None:
+            return await self.drain(peer)
+        ident = uuid.uuid4().hex
+        t0 = time.monotonic()
+        try:
+            await peer.ws.send(json.dumps({"type": "ping", "id": ident}))
+        except websockets.ConnectionClosed:
+            pass
+        self.totals.harness["sync_pings"] += 1
+        deadline = t0 + PONG_TIMEOUT_S
+        while True:
+            event = await self.read(peer, deadline, f"the pong {ident}")
+            if event is None:
+                self.fail(f"{peer.name}: closed unexpectedly with {peer.ws.close_code} {peer.ws.close_reason!r} "
+                          f"(expected next: {list(peer.expected)[:5]})")
+            if event["type"] == "pong" and event["id"] == ident:
+                break
+            if event["type"] in ("error", "pong"):
+                self.match_reply(peer, event)
+            elif event["type"] == "hello":
+                self.fail(f"{peer.name}: a second hello: {event}")
+        self.totals.latencies.append(time.monotonic() - t0)
+        if peer.expected:
+            self.fail(f"{peer.name}: missing replies {list(peer.expected)[:5]}")
+
+    async def drain(self, peer: Peer) -> None:
+        """The model says the server closes this connection: the replies it expects, then the close code."""
+        deadline = time.monotonic() + PONG_TIMEOUT_S
+        while (event := await self.read(peer, deadline, f"the close {peer.closing}")) is not None:
+            if event["type"] in ("error", "pong"):
+                self.match_reply(peer, event)
+            elif event["type"] == "hello":
+                self.fail(f"{peer.name}: a hello while closing: {event}")
+        code = peer.ws.close_code
+        self.totals.closes[code] += 1
+        if code not in CLOSE_CODES:
+            self.fail(f"{peer.name}: undocumented close code {code} {peer.ws.close_reason!r}")
+        if code != peer.closing or peer.expected:
+            self.fail(f"{peer.name}: closed with {code} {peer.ws.close_reason!r}; expected {peer.closing} after "
+                      f"{list(peer.expected)[:5]}")
+        await self.forget(peer)
+
+    async def forget(self, peer: Peer) -> None:
+        with contextlib.suppress(Exception):
+            await peer.ws.close()
+        peer.ws, peer.closing, peer.started = None, None, False
+        room = peer.room
+        if room is not None and room.speaker is peer:
+            await self.wait_idle(room.name)  # its stream is finished like at a disconnect
+            room.speaker = None
+
+    async def wait_idle(self, room: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with self.session.get(self.server.http + "/v1/rooms",
+                                        headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                info = {x["room"]: x for x in await r.json()}
+            if not info.get(room, {}).get("speaking"):
+                return
+            await asyncio.sleep(0.05)
+        self.fail(f"room {room} still speaking {timeout:g} s after its speaker left")
+
+    # ------------------------------------------------------------ connections
+
+    async def connect(self, path: str, headers: dict[str, str], deflate: bool) -> Any:
+        return await websockets.connect(self.server.url + path, additional_headers=headers, max_size=None,
+                                        max_queue=None, open_timeout=10, close_timeout=3, proxy=None,
+                                        compression="deflate" if deflate else None)
+
+    async def open_speaker(self, peer: Peer, room: str, variant: tuple[str, bool]) -> None:
+        header, peer.deflate = variant
+        peer.room, peer.key = self.rooms[room], (None if header == "none" else KEYS[header])
+        self.reset(peer)
+        peer.ws = await self.connect(f"/ws/speak/{room}", auth_header(header), peer.deflate)
+        await self.read_hello(peer)
+        self.totals.harness["connections"] += 1
+
+    async def open_listener(self, peer: Peer, variant: tuple[str, str, bool]) -> None:
+        where, header, peer.deflate = variant
+        self.reset(peer)
+        if where == "public":
+            peer.room, peer.authed = self.rooms[LISTEN], True
+        else:
+            peer.room = self.rooms[PRIVATE]
+            header = {"private-header": "private-vk", "private-junk": "junk"}.get(where, "none")
+            peer.authed = where != "private-none"
+        peer.ws = await self.connect(f"/ws/listen/{peer.room.name}", auth_header(header), peer.deflate)
+        self.totals.harness["connections"] += 1
+        if where == "private-junk":  # refused at once
+            peer.refuse(protocol.BAD_KEY, 4401)
+            await self.drain(peer)
+            return await self.open_listener(peer, ("public", "none", peer.deflate))
+        if where == "private-auth":
+            await peer.ws.send(json.dumps({"type": "auth", "key": KEYS["private-vk"]}))
+            self.totals.harness["auth_first"] += 1
+        if peer.authed:
+            await self.read_hello(peer)
+
+    async def read_hello(self, peer: Peer) -> None:
+        event = await self.read(peer, time.monotonic() + PONG_TIMEOUT_S, "hello")
+        if event is None or event["type"] != "hello":
+            self.fail(f"{peer.name}: expected hello, got {event} (close {peer.ws.close_code})")
+        if event["room"] != peer.room.name or event["role"] != peer.role or event["protocol"] != 1:
+            self.fail(f"{peer.name}: wrong hello {event}")
+        peer.expect_hello = False
+
+    # ------------------------------------------------------------ sending
+
+    async def deliver(self, category: str, peer: Peer, out: Out) -> None:
+        if peer.deflate and WS_LIMIT - 1024 <= out.size <= WS_LIMIT:
+            # F7 (documented): with permessage-deflate aiohttp's limit applies to the compressed frame and to the
+            # decompressed message with `>`: within this band the outcome depends on compressibility.
+            out = dataclasses.replace(out, tamed="F7", payload=out.payload[:WS_LIMIT - 1025 if isinstance(
+                out.payload, bytes) else 40000])
+        if out.size >= WS_LIMIT and out.fragments > 1:
+            # F9 (documented): a client still sending fragments when aiohttp closes may see 1006, not 1009.
+            out = dataclasses.replace(out, fragments=1, tamed="F9")
+        if out.size >= WS_LIMIT and peer.expected:
+            # F8 (documented): aiohttp closes at once with 1009; replies still queued for earlier messages may be lost.
+            await self.sync(peer)
+        self.predict(peer, out)
+        self.log.append(f"{category} {peer.name}: {out!r}")
+        try:
+            await peer.ws.send(out.parts())
+        except websockets.ConnectionClosed:
+            pass
+        self.totals.count(category, out.kind, out.tamed)
+        if peer.expect_hello:
+            await self.read_hello(peer)
+        if peer.closing is not None:
+            await self.drain(peer)
+
+    async def speaker_batch(self, example: dict) -> None:
+        peers = self.peers["speaker_text"]
+        if example["reopen"] is not None:
+            index, variant = example["reopen"]
+            await self.sync_all(peers)
+            if peers[index].ws is not None:
+                await self.close_peer(peers[index])
+            await self.open_speaker(peers[index], SPEAK, variant)
+        current = None
+        for index, out in example["batch"]:
+            if self.totals.sent["speaker_text"] >= self.quota["speaker_text"]:
+                break
+            peer = peers[index]
+            if current is not None and current is not peer:
+                await self.sync(current)  # the other connection's messages are handled before this one's
+            if peer.closing is not None:  # taken over
+                await self.drain(peer)
+            if peer.ws is None:
+                await self.sync_all(peers)
+                await self.open_speaker(peer, SPEAK, ("speak-sk", peer.deflate))
+            await self.deliver("speaker_text", peer, out)
+            current = peer
+        await self.sync_all(peers)
+
+    async def listener_batch(self, example: dict) -> None:
+        peer = self.peers["listener_text"][0]
+        if example["reopen"] is not None or peer.ws is None:
+            if peer.ws is not None:
+                await self.sync(peer)
+                await self.close_peer(peer)
+            await self.open_listener(peer, example["reopen"] or ("public", "none", False))
+        for out in example["batch"]:
+            if self.totals.sent["listener_text"] >= self.quota["listener_text"]:
+                break
+            if peer.ws is None:
+                await self.open_listener(peer, ("public", "none", peer.deflate))
+            await self.deliver("listener_text", peer, out)
+        await self.sync(peer)
+
+    async def binary_batch(self, example: dict) -> None:
+        speaker, listener = self.peers["binary"]
+        if example["reopen"] is not None:
+            await self.sync_all([speaker, listener])
+            for peer in (speaker, listener):
+                if peer.ws is not None:
+                    await self.close_peer(peer)
+        for index, out in example["batch"]:
+            if self.totals.sent["binary"] >= self.quota["binary"]:
+                break
+            peer = (speaker, listener)[index]
+            if peer.ws is None:
+                deflate = bool(example["reopen"])
+                if peer is speaker:
+                    await self.open_speaker(peer, AUDIO, ("audio-sk", deflate))
+                else:
+                    self.reset(peer)
+                    peer.room, peer.deflate = self.rooms[AUDIO], deflate
+                    peer.ws = await self.connect(f"/ws/listen/{AUDIO}", {}, deflate)
+                    self.totals.harness["connections"] += 1
+                    await self.read_hello(peer)
+            if peer.audio_s > 90:  # stay within --audio-burst-s: past it the server would slow this sender down
+                await self.sync(peer)
+                await self.close_peer(peer)
+                continue
+            await self.deliver("binary", peer, out)
+        await self.sync_all([speaker, listener])
+
+    async def sync_all(self, peers: list[Peer]) -> None:
+        for peer in peers:
+            await self.sync(peer)
+
+    async def close_peer(self, peer: Peer) -> None:
+        await peer.ws.close()
+        if peer.ws.close_code is not None:
+            self.totals.closes[peer.ws.close_code] += 1
+        await self.forget(peer)
+
+    async def end_category(self, category: str) -> None:
+        for peer in self.peers.get(category, []):
+            await self.sync(peer)
+            if peer.ws is not None:
+                await self.close_peer(peer)
+        self.check_observers()
+
+    def check_observers(self) -> None:
+        if self.failures:
+            self.fail("observers: " + "; ".join(self.failures[:5]))
+
+    # ------------------------------------------------------------ URLs
+
+    async def url_probe(self, probe: tuple) -> None:
+        endpoint, name, since, header, deflate = probe
+        if self.totals.sent["url"] >= self.quota["url"]:
+            return
+        path = f"/ws/{endpoint}/{name.segment}"
+        if since is not None:
+            path += "?since=" + urllib.parse.quote(since, safe="")
+        self.log.append(f"url {path[:300]} auth={header}")
+        expected = self.url_outcome(endpoint, name, since, header)
+        self.totals.count("url", f"{endpoint}-{expected[0]}")
+        try:
+            ws = await self.connect(path, auth_header(header), deflate)
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            self.totals.handshake_refusals[status] += 1
+            if not (400 <= status < 500 and expected[0] == "bad_room"):
+                self.fail(f"{path[:300]}: handshake answered {status}; expected {expected}")
+            return
+        peer = Peer(f"url-{endpoint}", "speaker" if endpoint == "speak" else "listener")
+        peer.ws = ws
+        try:
+            outcome, code = expected
+            if outcome == "hello":
+                peer.room = self.room_model(name.name)
+                if peer.room.viewer_key and bearer(auth_header(header).get("Authorization")) is None:
+                    await ws.send(json.dumps({"type": "auth", "key": KEYS["private-vk"]}))
+                    self.totals.harness["auth_first"] += 1
+                await self.read_hello(peer)
+                await self.sync(peer)
+                await self.close_peer(peer)
+            else:
+                if outcome == "bad_room" and name.name is None:  # undecodable: only that it is refused is known
+                    code = None
+                event = await self.read(peer, time.monotonic() + PONG_TIMEOUT_S, f"the refusal {outcome}")
+                if event is None or event["type"] != "error" or event["seq"] != 0 or (
+                        code is not None and event["code"] != outcome):
+                    self.fail(f"{path[:300]}: expected error {outcome} (seq 0), got {event}")
+                if (await self.read(peer, time.monotonic() + PONG_TIMEOUT_S, "the close")) is not None:
+                    self.fail(f"{path[:300]}: more after the refusal")
+                self.totals.closes[ws.close_code] += 1
+                if ws.close_code != code and not (code is None and ws.close_code in (4400, 4404)):
+                    self.fail(f"{path[:300]}: closed with {ws.close_code}, expected {code} ({outcome})")
+            self.totals.outcomes[outcome] += 1
+        finally:
+            await ws.close()
+
+    # ------------------------------------------------------------ HTTP
+
+    async def http_call(self, req: Req) -> None:
+        if self.totals.sent["http"] >= self.quota["http"]:
+            return
+        self.log.append(f"http {req!r}")
+        headers = auth_header(req.auth)
+        if req.content_type is not None:
+            headers["Content-Type"] = req.content_type
+        async with self.session.request(req.method, URL(self.server.http + req.path, encoded=True), data=req.body,
+                                        headers=headers, skip_auto_headers=["Content-Type"]) as r:
+            status, ctype, body = r.status, r.headers.get("Content-Type", ""), await r.read()
+        self.totals.count("http", req.kind, req.tamed)
+        self.totals.http[status] += 1
+        text = body.decode("utf-8", "replace")
+        if status >= 500 or "Traceback" in text:
+            self.fail(f"{req!r}: HTTP {status} {text[:500]!r}")
+        data = None
+        if ctype.startswith("application/json"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                self.fail(f"{req!r}: invalid JSON body {text[:300]!r}")
+            if status >= 400 and (not isinstance(data, dict) or set(data) != {"type", "code", "message"}
+                                  or data["type"] != "error" or data["code"] not in ERROR_CODES):
+                self.fail(f"{req!r}: HTTP {status} with a body that is not a documented error: {text[:300]!r}")
+        allowed = self.http_expected(req)
+        if status not in allowed:
+            self.fail(f"{req!r}: HTTP {status} {text[:300]!r}; expected one of {sorted(allowed)}")
+        if req.kind == "create" and status == 201:
+            if set(data) != ROOM_INFO_KEYS:
+                self.fail(f"{req!r}: created room answer {data}")
+            check_room(data["room"], MAX_ROOM)
+            self.created[data["room"]] = RoomModel(data["room"], data["speaker_key"], data["viewer_key"])
+        if req.kind == "delete" and status == 200:
+            self.created.pop(req.name.name, None)
+        if req.kind == "ask" and status == 200 and not {"answer", "source", "citations"} <= set(data or {}):
+            self.fail(f"{req!r}: answer {text[:300]!r}")
+
+    # ------------------------------------------------------------ driving hypothesis
+
+    def category(self, name: str, strategy: st.SearchStrategy, handler) -> None:
+        """Draw examples until the category's quota of messages was sent; the first broken property fails."""
+        quota, t0, failure = self.quota[name], time.monotonic(), []
+        for attempt in range(50):
+            remaining = quota - self.totals.sent[name]
+            if remaining <= 0 or failure:
+                break
+
+            @settings(max_examples=max(1, math.ceil(remaining / 3)), deadline=None, database=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @seed(SEED + attempt * 7919 + len(name))
+            @given(strategy)
+            def run(example):
+                if failure or self.totals.sent[name] >= quota:
+                    return
+                try:
+                    self.run(handler(example))
+                except Exception as exc:  # kept, not raised: hypothesis would replay it on a changed server
+                    failure.append(exc)
+
+            run()
+        if failure:
+            raise failure[0]
+        assert self.totals.sent[name] == quota, (name, self.totals.sent[name], quota)
+        self.run(self.end_category(name))
+        self.totals.wall_s[name] = time.monotonic() - t0
