@@ -106,7 +106,6 @@ class Peer:
         self.closing = close
 
 
-
 class ProtocolModel:
     """What the protocol document says, as methods of the harness (`harness.Fuzz`, which has `fail()`, `totals`,
     `rooms` and `created`): the checks of everything that arrives, and the replies, close codes and HTTP statuses
