@@ -104,7 +104,6 @@ class Totals:
         }
 
 
-
 class Fuzz(ProtocolModel):
     def __init__(self, server: ServerProcess):
         self.server = server
