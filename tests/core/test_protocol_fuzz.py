@@ -8,7 +8,6 @@ constants. tests/e2e/test_fuzz.py fuzzes the same messages against a real server
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,9 +15,8 @@ from hypothesis import strategies as st
 
 from realtime import protocol
 from realtime.protocol import Auth, Ping, ProtocolError, Start, Stop, check_audio, parse_text
-from tests.speech import ROOT
+from tests.protocol_doc import CODE_CLOSES, CODE_ERRORS, DOC, DOC_CLOSES, DOC_ERRORS
 
-DOC = (ROOT / "docs" / "protocol.md").read_text()
 MAX_BYTES = 65536
 
 
@@ -27,20 +25,6 @@ def examples(n: int) -> settings:
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def doc_section(title: str) -> str:
-    start = DOC.index(f"\n## {title}\n")
-    end = DOC.find("\n## ", start + 1)
-    return DOC[start:end if end > 0 else None]
-
-
-# The error codes are the lowercase string constants of realtime/protocol.py; the close codes its CLOSE_* constants
-# plus 1009 and 1007, which aiohttp sends for messages far over the limits and text that is not UTF-8.
-CODE_ERRORS = frozenset(v for k, v in vars(protocol).items()
-                        if k.isupper() and isinstance(v, str) and re.fullmatch(r"[a-z][a-z_]*", v))
-DOC_ERRORS = frozenset(re.findall(r"^\| `([a-z_]+)` \|", doc_section("Error codes"), re.M))
-CODE_CLOSES = frozenset(v for k, v in vars(protocol).items()
-                        if k.startswith("CLOSE_") and isinstance(v, int)) | {1007, 1009}
-DOC_CLOSES = frozenset(int(c) for c in re.findall(r"^\| (\d{4}) \|", doc_section("Close codes"), re.M))
 # What a text message can be refused with by parse_text (the rest need a connection's state or the server's).
 PARSE_ERRORS = {protocol.BAD_JSON, protocol.BAD_MESSAGE, protocol.UNKNOWN_TYPE, protocol.MESSAGE_TOO_LARGE}
 

@@ -5,7 +5,6 @@ fuzzed message, URL and HTTP request (`ProtocolModel`, mixed into `harness.Fuzz`
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -25,26 +24,15 @@ from tests.e2e.fuzzing.strategies import (
     auth_header,
     roundtrip,
 )
-from tests.speech import ROOT
+from tests.protocol_doc import CODE_ERRORS, DOC_CLOSES
 
 # ---------------------------------------------------------------- what the protocol document promises
 
-DOC = (ROOT / "docs" / "protocol.md").read_text()
-
-
-def doc_section(title: str) -> str:
-    start = DOC.index(f"\n## {title}\n")
-    end = DOC.find("\n## ", start + 1)
-    return DOC[start:end if end > 0 else None]
-
-
 # The error codes are realtime/protocol.py's constants, the close codes the table of docs/protocol.md; that the two
-# documents agree (and the close codes are 1000, 1001, 1009, 1011, 1013, 4400-4413) is checked by
-# tests/core/test_protocol_fuzz.py.
-ERROR_CODES = frozenset(v for k, v in vars(protocol).items()
-                        if k.isupper() and isinstance(v, str) and re.fullmatch(r"[a-z][a-z_]*", v))
+# agree is checked by tests/core/test_protocol_fuzz.py.
+ERROR_CODES = CODE_ERRORS
+CLOSE_CODES = DOC_CLOSES
 EVENT_CODES = ERROR_CODES - {protocol.SLOW_LISTENER}  # slow_listener is a close reason, never an event
-CLOSE_CODES = frozenset(int(c) for c in re.findall(r"^\| (\d{4}) \|", doc_section("Close codes"), re.M))
 
 EVENT_KEYS = {
     "hello": {"room", "role", "protocol", "model", "finals", "replay"},
