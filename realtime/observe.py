@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 from aiohttp import web
 
@@ -63,6 +64,8 @@ def collect(app: web.Application) -> list[Family]:
         counter("realtime_store_errors_total", "Writes to the store that failed (captions went on).",
                 rooms.store_errors + sum(r.store_errors for r in live)),
         gauge("realtime_resident_memory_bytes", "Resident memory of the server process.", _rss_bytes()),
+        gauge("realtime_python_heap_blocks", "Memory blocks Python's object allocator holds (objects that leak show "
+              "here as growth, whatever the C allocator keeps in its arenas).", sys.getallocatedblocks()),
         gauge("realtime_asyncio_tasks", "Tasks alive on the event loop (a leak shows as growth).",
               len(asyncio.all_tasks())),
     ]

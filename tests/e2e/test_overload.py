@@ -36,10 +36,14 @@ def keep(name: str, data: dict) -> None:
     print(f"\n{name}: {json.dumps(data)}")
 
 
-def metrics(srv) -> dict[str, float]:
+def metrics_text(srv) -> str:
     with urllib.request.urlopen(srv.http + "/metrics", timeout=10) as r:
-        body = r.read().decode()
-    return {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
+        return r.read().decode()
+
+
+def metrics(srv) -> dict[str, float]:
+    return {s.name: s.value for f in text_string_to_metric_families(metrics_text(srv)) for s in f.samples
+            if not s.labels}
 
 
 def close_code_of(sock: socket.socket) -> tuple[int | None, int]:
@@ -101,9 +105,10 @@ async def test_a_listener_that_never_reads_slows_nobody(busy, clips):
     keep("never_reads", {"events": len(seqs), "silent_close_code": code, "silent_bytes_buffered": received,
                          "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
                          "reader_delivery_spread_ms": summary(spread_ms)})
+    # RSS is recorded, not asserted: the ~0.25 MB it leaves unread sits in the kernel's socket buffers, far below
+    # the allocator's own swings (0.3 and 30.6 MB in two runs of this test); queue bounds are tests/core's job.
     assert code in (None, 4408), code  # still open (the kernel's buffers hold it all), or cut off as too slow
     assert received > 100_000  # the room really was sending it plenty
-    assert rss_after - rss_before < 30 * 2**20  # what it does not read is not piling up in the server
     assert summary(spread_ms)["p95"] < 250, summary(spread_ms)  # others' delivery unaffected (a generous bound)
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "the reading listener missed events"
     assert result.finals and wer(" ".join([clip.reference] * 2), result.text) < 0.5
@@ -125,9 +130,13 @@ async def test_a_speaker_at_10x_is_slowed_to_2x_and_still_transcribed(busy, clip
 
 
 async def test_500_connections_dropped_abruptly_leak_nothing(busy):
-    """Three rounds of 500. Memory that glibc keeps after a burst is handed back every 10 s (realtime/memory.py),
-    so each round is measured after 11 s; the first round settles what is allocated once. A leak of even 30 KB per
-    connection would add 30 MB over the last two rounds."""
+    """Three rounds of 500, each measured 11 s later (after realtime/memory.py has handed freed heap back); the
+    first round settles what is allocated once. What leaks per connection (a task, a room, a connection object, the
+    parser and buffers of its socket) shows exactly in the task, room and connection gauges and as growth of
+    Python's heap blocks. The bounds are the noise of 24 rounds (12,000 connections) on this machine: RSS wandered
+    in 241-329 MB and heap blocks in 241k-305k with no trend, swinging up to 65 MB and 64k blocks between rounds,
+    because cyclic garbage waits for Python's next full collection. Over the last two rounds (1,000 connections)
+    they catch 100 leaked heap blocks or 100 KB of RSS per connection."""
 
     async def churn(i: int) -> None:
         role = "speak" if i % 5 == 0 else "listen"
@@ -145,8 +154,15 @@ async def test_500_connections_dropped_abruptly_leak_nothing(busy):
         await asyncio.sleep(11)
         samples.append(metrics(busy))
     tasks = [m["realtime_asyncio_tasks"] for m in samples]
+    blocks = [int(m["realtime_python_heap_blocks"]) for m in samples]
     rss = [round(m["realtime_resident_memory_bytes"] / 2**20, 1) for m in samples]
-    keep("churn_500x3", {"tasks": tasks, "rss_mb": rss, "rooms_in_memory_after": samples[-1]["realtime_rooms"]})
+    last = samples[-1]
+    keep("churn_500x3", {"tasks": tasks, "rss_mb": rss, "python_heap_blocks": blocks,
+                         "rooms_in_memory_after": last["realtime_rooms"]})
     assert max(tasks[1:]) <= tasks[0] + 2, tasks
-    assert rss[3] - rss[1] < 30, rss
-    assert samples[-1]["realtime_speakers"] == 0 and samples[-1]["realtime_rooms"] == 0
+    assert last["realtime_speakers"] == 0 and last["realtime_rooms"] == 0
+    open_after = {s.labels["role"]: s.value for f in text_string_to_metric_families(metrics_text(busy))
+                  for s in f.samples if s.name == "realtime_open_connections"}
+    assert open_after == {"speaker": 0, "listener": 0}, open_after
+    assert blocks[3] - blocks[1] < 100_000, blocks
+    assert rss[3] - rss[1] < 100, rss
