@@ -24,7 +24,7 @@ log = logging.getLogger("realtime")
 def build_decoder(settings: Settings) -> WhisperDecoder:
     device, compute_type = pick_device(settings.device, settings.compute_type)
     options = DecodeOptions(settings.partial_beam, settings.final_beam, settings.encoder_pad_s,
-                            settings.final_full_window)
+                            settings.final_encoder_pad_s)
     workers = settings.workers or (2 if device == "cuda" else 1)
     return WhisperDecoder(settings.model, device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads,
                           workers=workers, cache_dir=settings.cache_dir, options=options)

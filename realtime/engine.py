@@ -154,6 +154,8 @@ class Engine:
             self.stats.errors += 1
             segments, language = [], None
         elapsed = time.monotonic() - started
+        log.debug("%s: %s%s decode of utterance %d, %.2f s of audio, in %.2f s", handle.key, req.kind,
+                  " (early)" if req.early else "", req.utterance, len(req.audio) / 16000, elapsed)
         self.stats.decodes[req.kind] += 1
         self.stats.decode_s[req.kind] += elapsed
         try:

@@ -8,6 +8,7 @@ cache or downloaded when the network allows.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -26,6 +27,7 @@ from realtime.stream import DecodeRequest
 log = logging.getLogger(__name__)
 
 SHIPPED_BASE_SIZE = 145_217_532
+LEAD_S = 0.5  # silence decoded before every buffer (see WhisperDecoder.decode)
 SHIPPED_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 MODEL_FILES = ("model.bin", "config.json")
 
@@ -131,7 +133,7 @@ class DecodeOptions:
     partial_beam: int = 1
     final_beam: int = 5
     encoder_pad_s: float = 3.0
-    final_full_window: bool = True
+    final_encoder_pad_s: float = 6.0
 
 
 class WhisperDecoder:
@@ -146,7 +148,7 @@ class WhisperDecoder:
         self.device, self.compute_type = pick_device(device, compute_type)
         self.options = options or DecodeOptions()
         self.workers = workers
-        self.loop_retries = 0  # trimmed-window partials re-decoded with the full window
+        self.loop_retries = 0  # trimmed-window finals that looped, re-decoded with the full window
         self._local = threading.local()
         from faster_whisper import WhisperModel
 
@@ -179,20 +181,31 @@ class WhisperDecoder:
     def decode(self, req: DecodeRequest) -> tuple[list[Segment], str | None]:
         """Blocking: transcribe one utterance buffer. Word times are relative to the buffer start.
 
-        A partial decoded with the trimmed encoder window that falls into a repetition loop (base does on buffers
-        of a few seconds) is decoded again with the full window, so the listener still sees a sensible partial.
+        The buffer is decoded after `LEAD_S` of digital silence. With a trimmed encoder window, base decodes an
+        utterance that starts right at a word into repetition loops ("4 4 4 ...", "after after after") or garbage
+        until the buffer is seconds long; given a lead-in it decodes it as a sentence start. Measured over five
+        dev-lecture variants: looping partial decodes fell from 13-25 per lecture to 0-3, and median commit
+        latency from 1.36 to 1.06 s.
+
+        A final decoded with a trimmed encoder window that falls into a repetition loop (base does on some
+        buffers) is decoded again with the full window: a final is kept. A looping partial is returned as it is
+        and skipped by the stream: the next partial, a quarter of a second of audio later, is cheaper than a
+        full-window retry (1.2-2.8 s on two cores, measured: it delayed every commit behind it).
         """
-        audio = req.audio.astype(np.float32) / 32768.0
+        lead = LEAD_S if len(req.audio) / 16000 + LEAD_S <= 30 else 0.0
+        audio = np.concatenate([np.zeros(round(lead * 16000), np.float32), req.audio.astype(np.float32) / 32768.0])
         seconds = len(audio) / 16000
         final = req.kind == "final"
         opts = self.options
-        full_window = opts.encoder_pad_s < 0 or (final and opts.final_full_window) or seconds + opts.encoder_pad_s > 30
-        frames = None if full_window else int((seconds + opts.encoder_pad_s) * 100)
+        pad = opts.final_encoder_pad_s if final else opts.encoder_pad_s
+        frames = None if pad < 0 or seconds + pad > 30 else int((seconds + pad) * 100)
         segments, language = self._transcribe(req, audio, frames)
-        if frames is not None and has_loop(segments):
+        if final and frames is not None and has_loop(segments):
             self.loop_retries += 1
+            log.debug("%s decode of %.2f s looped with a trimmed window: decoding again with the full window",
+                      req.kind, seconds)
             segments, language = self._transcribe(req, audio, None)
-        return segments, language
+        return [dataclasses.replace(seg, words=[_earlier(w, lead) for w in seg.words]) for seg in segments], language
 
     def _transcribe(self, req: DecodeRequest, audio: np.ndarray, encoder_frames: int | None):
         final = req.kind == "final"
@@ -211,7 +224,7 @@ class WhisperDecoder:
                 initial_prompt=req.prompt or None,
                 vad_filter=False,
                 without_timestamps=False,
-                max_new_tokens=None if final else int(len(audio) / 16000 * 8) + 16,
+                max_new_tokens=None if final else int(len(req.audio) / 16000 * 8) + 16,
                 suppress_blank=True,
                 hallucination_silence_threshold=None,
             )
@@ -221,3 +234,7 @@ class WhisperDecoder:
         finally:
             self._local.encoder_frames = None
         return out, info.language
+
+
+def _earlier(w: HypWord, seconds: float) -> HypWord:
+    return HypWord(w.text, max(0.0, w.start - seconds), max(0.0, w.end - seconds), w.prob)

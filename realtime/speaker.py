@@ -118,7 +118,8 @@ class SpeakerSession:
         segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
                               preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
                               min_speech_ms=st.vad_min_speech_ms)
-        config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars)
+        config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars,
+                              st.early_final_ms / 1000, st.commit_min_prob)
         stream = LectureStream(segmenter, cmd, config, t0=self.room.audio_s)
         self.room.glossary = cmd.prompt
         try:

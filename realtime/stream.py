@@ -4,6 +4,11 @@ Sans-I/O. The engine asks `next_request()` when a decoder is free, runs the mode
 `on_result()`. Ended utterances are queued for a final decode (never dropped, even at end of stream); the open
 utterance gets partial decodes on a cadence, committed by LocalAgreement-2; an utterance longer than
 `max_utterance_s` is cut at its last committed word so decode work stays bounded.
+
+Early finals: once the speaker has paused for `early_final_s` (the VAD's hangover is under way), the final decode
+of the utterance starts instead of waiting for the hangover to end. If the pause becomes the end of the utterance,
+that result is its final, out as soon as the hangover ends (a final decode sooner than before); if speech resumes,
+it was one more (beam-searched) hypothesis of the audio so far.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class StreamConfig:
     max_utterance_s: float = 12.0
     max_lag_s: float = 4.0
     prompt_chars: int = 0
+    early_final_s: float = 0.2  # pause after which the final decode starts (0 = at the end of the hangover)
+    commit_min_prob: float = 0.2  # agreed words less probable than this wait (see commit.LocalAgreement)
 
 
 @dataclass
@@ -38,6 +45,7 @@ class DecodeRequest:
     language: str | None
     task: str
     speech_end: float | None  # last voiced time, for phantom filtering
+    early: bool = False  # a final decode started during the hangover (see the module docstring)
 
     @property
     def end(self) -> float:
@@ -55,6 +63,14 @@ class _Utterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     shown: str = ""  # last partial text sent, to skip repeats
     hyp_end: float = 0.0  # stream time up to which the latest applied hypothesis heard the audio
+    early_asked: float | None = None  # voiced end at which an early final was requested (once per pause)
+    early: tuple[float, list[HypWord]] | None = None  # an early final's voiced end and words
+
+    def early_words(self) -> list[HypWord] | None:
+        """The early final's words if it heard all of the ended utterance's speech (no speech after it)."""
+        if self.early is None or self.speech_end is None or abs(self.early[0] - self.speech_end) > 1e-6:
+            return None
+        return self.early[1]
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -111,7 +127,7 @@ class LectureStream:
         out: list[Event] = []
         for ev in vad_events:
             if isinstance(ev, SpeechStart):
-                self._current = _Utterance(self._take_id(), ev.t + self.t0)
+                self._current = self._new_utterance(ev.t + self.t0)
             elif isinstance(ev, SpeechAudio) and self._current is not None:
                 self._current.append(pcm_to_int16(ev.pcm))
             elif isinstance(ev, SpeechEnd) and self._current is not None:
@@ -122,10 +138,11 @@ class LectureStream:
                         out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(ev.t + self.t0, 3)))
                     continue
                 agreed = utt.agreement.committed and not utt.agreement.unstable
-                if agreed and utt.hyp_end >= utt.speech_end + 0.1 and not self._ended:
-                    # Two decodes that heard the whole utterance agreed on all of it: a final decode would only
-                    # repeat them, so the final is out now (unless an earlier final is still owed: order first).
-                    out += self._finalize(utt, utt.agreement.finish([]), self.language)
+                if not self._ended and (utt.early_words() is not None
+                                        or agreed and utt.hyp_end >= utt.speech_end + 0.1):
+                    # An early final heard all of it, or two decodes that heard the whole utterance agreed on all
+                    # of it: the final is out now (unless an earlier final is still owed: order first).
+                    out += self._finalize(utt, utt.agreement.finish(utt.early_words() or []), self.language)
                     continue
                 self._ended.append(utt)
         if self._current is not None:
@@ -135,8 +152,11 @@ class LectureStream:
                 # Nothing agrees for far too long (noise, music): finish it as an utterance of its own.
                 utt.speech_end = utt.offset + utt.duration
                 self._ended.append(utt)
-                self._current = _Utterance(self._take_id(), utt.offset + utt.duration)
+                self._current = self._new_utterance(utt.offset + utt.duration)
         return out
+
+    def _new_utterance(self, offset: float) -> _Utterance:
+        return _Utterance(self._take_id(), offset, agreement=LocalAgreement(self.config.commit_min_prob))
 
     def _take_id(self) -> int:
         self._next_utterance += 1
@@ -162,12 +182,22 @@ class LectureStream:
         return not self._ended and (self._current is None or self.stopped)
 
     def wants_final(self) -> bool:
-        return bool(self._ended)
+        return bool(self._ended) or self._early_due()
+
+    def _voiced_end(self) -> float:
+        return self.segmenter.last_voiced_end + self.t0
+
+    def _early_due(self) -> bool:
+        utt = self._current
+        return (utt is not None and self.config.early_final_s > 0 and utt.early_asked != self._voiced_end()
+                and self.segmenter.trailing_silence_s >= self.config.early_final_s)
 
     def wants_partial(self) -> bool:
         utt = self._current
         if utt is None or self.stopped or self.lag_s > self.config.max_lag_s:
             return False
+        if utt.early_asked == self._voiced_end():
+            return False  # nothing voiced since the early final: a partial of the pause would tell nothing new
         new = (utt.samples - utt.decoded_samples) / SAMPLE_RATE
         return new >= self.config.partial_interval_s
 
@@ -175,6 +205,14 @@ class LectureStream:
         if self._ended:
             utt = self._ended[0]
             return self._request("final", utt)
+        if self._early_due():
+            utt = self._current
+            assert utt is not None
+            utt.early_asked = self._voiced_end()
+            utt.decoded_samples = utt.samples
+            req = self._request("final", utt)
+            req.speech_end, req.early = utt.early_asked, True
+            return req
         if self.wants_partial():
             utt = self._current
             assert utt is not None
@@ -185,8 +223,8 @@ class LectureStream:
     def _request(self, kind: str, utt: _Utterance) -> DecodeRequest:
         prompt = " ".join(x for x in (self.options.prompt, self._recent_text()) if x)
         # No copy: the buffer is never written in place (appends and trims make new arrays).
-        return DecodeRequest(kind, utt.id, utt.audio(), utt.offset, prompt, self.language,
-                             self.options.task, utt.speech_end)
+        return DecodeRequest(kind, utt.id, utt.audio(), utt.offset, prompt, self.language, self.options.task,
+                             utt.speech_end)
 
     def _recent_text(self) -> str:
         text = " ".join(self._history)
@@ -198,13 +236,41 @@ class LectureStream:
         """Apply one decode. Results for utterances that ended or were dropped meanwhile are ignored."""
         self._covered = max(self._covered, req.end)
         words = [_shift(w, req.offset) for w in clean(segments, _rel(req.speech_end, req.offset))]
+        if req.kind == "final" and language and self.options.language is None:
+            self.language = language
+        if req.early:
+            return self._on_early(req, segments, words, language)
         if req.kind == "final":
             if not self._ended or self._ended[0].id != req.utterance:
                 return []
             utt = self._ended.popleft()
-            if language and self.options.language is None:
-                self.language = language
-            return self._finalize(utt, utt.agreement.finish(words), language or self.language)
+            return self._finalize(utt, utt.agreement.finish(words), language or self.language) + self._ready()
+        return self._on_partial(req, segments, words, language)
+
+    def _on_early(self, req: DecodeRequest, segments: list[Segment], words: list[HypWord],
+                  language: str | None) -> list[Event]:
+        """An early final: the final of an utterance that has ended since, or a hypothesis of one still open."""
+        utt = self._current
+        if utt is not None and utt.id == req.utterance:
+            out = self._on_partial(req, segments, words, language)
+            if utt.id == req.utterance and req.speech_end is not None:  # not cut meanwhile (its words would repeat)
+                utt.early = (req.speech_end, words)
+            return out
+        for ended in self._ended:
+            if ended.id == req.utterance:
+                ended.early = (req.speech_end or 0.0, words)
+        return self._ready()
+
+    def _ready(self) -> list[Event]:
+        """Finals owed in order whose early finals heard all of their speech: out without a decode."""
+        out: list[Event] = []
+        while self._ended and (words := self._ended[0].early_words()) is not None:
+            utt = self._ended.popleft()
+            out += self._finalize(utt, utt.agreement.finish(words), self.language)
+        return out
+
+    def _on_partial(self, req: DecodeRequest, segments: list[Segment], words: list[HypWord],
+                    language: str | None) -> list[Event]:
         utt = self._current
         if utt is None or utt.id != req.utterance:
             return []
@@ -219,6 +285,7 @@ class LectureStream:
             committed = utt.agreement.cut()
             out += self._finalize(utt, committed, language or self.language, keep_open=True)
             utt.trim_before(committed[-1].end)
+            utt.early = None
         committed, unstable = join_words(utt.agreement.committed), join_words(utt.agreement.unstable)
         shown = committed + "\x00" + unstable if committed or unstable else ""
         if shown != utt.shown:

@@ -127,6 +127,16 @@ class Segmenter:
         """Stream time covered by frames classified so far."""
         return self._frames_seen * self.frame_ms / 1000
 
+    @property
+    def trailing_silence_s(self) -> float:
+        """Unvoiced audio at the end of the open utterance so far (0 outside speech): the hangover under way."""
+        return self._silent_run * self.frame_ms / 1000 if self.in_speech else 0.0
+
+    @property
+    def last_voiced_end(self) -> float:
+        """Stream time just after the latest voiced frame of the open (or last) utterance."""
+        return self._last_voiced_end
+
     def feed(self, pcm: bytes) -> list[SpeechStart | SpeechAudio | SpeechEnd]:
         events: list[SpeechStart | SpeechAudio | SpeechEnd] = []
         for frame in self._reframer.feed(pcm):

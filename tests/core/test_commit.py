@@ -33,6 +33,25 @@ def test_two_agreeing_hypotheses_commit_their_common_prefix() -> None:
     assert texts(la.unstable) == ["jumps"]
 
 
+def test_improbable_agreed_words_wait_and_hold_back_what_follows() -> None:
+    def probable(text: str, probs: list[float]) -> list[HypWord]:
+        return [HypWord(w.text, w.start, w.end, p) for w, p in zip(hyp(text), probs, strict=True)]
+
+    la = LocalAgreement(min_prob=0.1)
+    la.update(probable("many people think", [0.9, 0.8, 0.7]))
+    # "the" agrees but the newer decode gives it 0.05: it and "mess" after it stay unstable.
+    assert texts(la.update(probable("many people think the mess", [0.9, 0.9, 0.8, 0.05, 0.6]))) == [
+        "many", "people", "think"]
+    assert texts(la.unstable) == ["the", "mess"]
+    la.update(probable("many people think the mess is", [0.9, 0.9, 0.8, 0.3, 0.6, 0.5]))  # the older 0.05 counts
+    assert texts(la.committed) == ["many", "people", "think"]
+    assert texts(la.update(probable("many people think the mess is here", [0.9] * 7))) == ["the", "mess", "is"]
+    assert texts(LocalAgreement().update(probable("a b", [0.01, 0.01]))) == []  # first hypothesis: nothing
+    ungated = LocalAgreement()
+    ungated.update(probable("a b", [0.01, 0.01]))
+    assert texts(ungated.update(probable("a b c", [0.01, 0.01, 0.5]))) == ["a", "b"]
+
+
 def test_disagreement_at_the_first_word_commits_nothing() -> None:
     la = LocalAgreement()
     la.update(hyp("a quick brown"))

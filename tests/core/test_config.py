@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert (s.host, s.port, s.model) == ("127.0.0.1", 8000, "base")
     assert s.vad_aggressiveness == 2 and s.vad_frame_ms == 30
     assert s.max_utterance_s == 12.0 and s.partial_interval_s == 0.25
-    assert s.final_full_window is True
+    assert s.vad_silero is True
 
 
 def test_unset_flags_do_not_shadow_defaults() -> None:
@@ -51,7 +51,7 @@ def test_cli_parses_typed_values() -> None:
 
 
 @pytest.mark.parametrize(("var", "raw"), [("REALTIME_PORT", "eighty"), ("REALTIME_PORT", "80.5"),
-                                          ("REALTIME_MAX_LAG_S", "fast"), ("REALTIME_FINAL_FULL_WINDOW", "maybe")])
+                                          ("REALTIME_MAX_LAG_S", "fast"), ("REALTIME_VAD_SILERO", "maybe")])
 def test_bad_env_value_names_the_variable(var: str, raw: str) -> None:
     with pytest.raises(ValueError, match=var) as exc:
         Settings.from_sources(env={var: raw})
@@ -62,15 +62,15 @@ def test_bad_env_value_names_the_variable(var: str, raw: str) -> None:
                                             ("0", False), ("false", False), ("NO", False), ("off", False),
                                             ("", False)])
 def test_boolean_env_values(raw: str, value: bool) -> None:
-    assert Settings.from_sources(env={"REALTIME_FINAL_FULL_WINDOW": raw}).final_full_window is value
+    assert Settings.from_sources(env={"REALTIME_VAD_SILERO": raw}).vad_silero is value
 
 
 def test_boolean_flags_beat_env() -> None:
-    env = {"REALTIME_FINAL_FULL_WINDOW": "yes"}
-    assert Settings.from_sources(env=env, args=cli("--no-final-full-window")).final_full_window is False
-    env = {"REALTIME_FINAL_FULL_WINDOW": "0"}
-    assert Settings.from_sources(env=env, args=cli("--final-full-window")).final_full_window is True
-    assert Settings.from_sources(env=env, args=cli()).final_full_window is False
+    env = {"REALTIME_VAD_SILERO": "yes"}
+    assert Settings.from_sources(env=env, args=cli("--no-vad-silero")).vad_silero is False
+    env = {"REALTIME_VAD_SILERO": "0"}
+    assert Settings.from_sources(env=env, args=cli("--vad-silero")).vad_silero is True
+    assert Settings.from_sources(env=env, args=cli()).vad_silero is False
 
 
 def test_every_field_has_help_and_a_flag() -> None:

@@ -261,7 +261,7 @@ def test_t0_offsets_all_times() -> None:
 
 
 def test_fully_agreed_utterance_is_finalised_without_a_final_decode() -> None:
-    s = make_stream()
+    s = make_stream(early_final_s=0)
     s.feed(voiced(0.6))
     s.on_result(request(s, "partial"), result("hello there"))
     s.feed(silence(0.27))  # still inside the hangover: the decodes hear the silence after the words
@@ -272,7 +272,7 @@ def test_fully_agreed_utterance_is_finalised_without_a_final_decode() -> None:
 
 
 def test_unagreed_tail_still_gets_a_final_decode() -> None:
-    s = make_stream()
+    s = make_stream(early_final_s=0)
     s.feed(voiced(0.6))
     s.on_result(request(s, "partial"), result("hello there"))
     s.feed(silence(0.27))
@@ -280,6 +280,66 @@ def test_unagreed_tail_still_gets_a_final_decode() -> None:
     assert finals(s.feed(silence(0.1))) == []
     req = request(s, "final")
     assert [f.text for f in finals(s.on_result(req, result("hello there friend")))] == ["hello there friend"]
+
+
+def test_an_early_final_during_the_pause_is_the_final_when_the_pause_ends_the_utterance() -> None:
+    s = make_stream(early_final_s=0.2)
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.18))
+    assert s.next_request() is None  # a pause shorter than early_final_s: nothing yet
+    s.feed(silence(0.03))
+    early = request(s, "final")
+    assert early.early and early.speech_end == pytest.approx(0.6) and len(early.audio) == round(0.81 * RATE)
+    # Back while the hangover still runs: shown as the newest hypothesis, and no partial decodes of the pause.
+    assert partials(s.on_result(early, result("hello there friend"))) == [("hello there", "friend")]
+    s.feed(silence(0.06))
+    assert s.next_request() is None
+    [final] = finals(s.feed(silence(0.03)))  # the hangover ends: the final is out without another decode
+    assert final.text == "hello there friend" and s.pending_finals == 0 and s.next_request() is None
+
+
+def test_an_early_final_back_after_the_hangover_is_the_final() -> None:
+    s = make_stream(early_final_s=0.2)
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.21))
+    early = request(s, "final")
+    assert finals(s.feed(silence(0.2))) == [] and s.pending_finals == 1  # ended while the decode runs
+    [final] = finals(s.on_result(early, result("hello there friend")))
+    assert final.text == "hello there friend" and s.pending_finals == 0 and s.next_request() is None
+
+
+def test_speech_after_an_early_final_makes_it_a_hypothesis_and_the_utterance_goes_on() -> None:
+    s = make_stream(early_final_s=0.2)
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.21))
+    early = request(s, "final")
+    s.feed(voiced(0.3))  # the speaker goes on before the decode is back
+    assert partials(s.on_result(early, result("hello there friend"))) == [("hello there", "friend")]
+    assert request(s, "partial").utterance == 0  # new speech: partials again
+    s.feed(silence(0.21))
+    second = request(s, "final")  # a new pause: a new early final, which hears the words after the first pause
+    assert second.early and second.speech_end == pytest.approx(1.11)
+    s.feed(silence(0.1))
+    [final] = finals(s.on_result(second, result("hello there friend of mine", step=0.22)))
+    assert final.text == "hello there friend of mine"
+
+
+def test_an_early_final_that_missed_later_speech_is_not_the_final() -> None:
+    s = make_stream(early_final_s=0.2)
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.21))
+    early = request(s, "final")
+    s.feed(voiced(0.3) + silence(0.3))  # more speech, then the hangover ends: all while the early decode ran
+    assert s.pending_finals == 1
+    assert finals(s.on_result(early, result("hello there"))) == []  # it did not hear "friend"
+    req = request(s, "final")
+    assert not req.early and req.speech_end == pytest.approx(1.11)
+    [final] = finals(s.on_result(req, result("hello there friend", step=0.3)))
+    assert final.text == "hello there friend"
 
 
 def test_finals_are_owed_in_utterance_order() -> None:

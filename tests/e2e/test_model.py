@@ -115,3 +115,25 @@ def test_pick_device_on_cpu():
     if ctranslate2.get_cuda_device_count() > 0:
         pytest.skip("a CUDA device is present: auto picks it")
     assert pick_device("auto", "auto") == ("cpu", "int8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["partial", "final"])
+def test_decodes_keep_word_times_of_the_buffer(cache_dir: Path, offline_model, clips, kind: str):
+    """The decoder puts half a second of silence before each buffer (a lead-in against loops on trimmed encoder
+    windows); the words it returns must still be timed from the buffer's first sample, as a plain decode times them."""
+    from realtime.model import WhisperDecoder
+    from realtime.stream import DecodeRequest
+    from tests.speech import english
+
+    clip = english(clips)[0]
+    samples = clip.samples()
+    decoder = WhisperDecoder("base", cache_dir=cache_dir)
+    segments, _ = decoder.decode(DecodeRequest(kind, 0, samples, 0.0, "", "en", "transcribe", None))
+    ours = [w for s in segments for w in s.words]
+    plain, _ = offline_model.transcribe(samples.astype("float32") / 32768, language="en", word_timestamps=True)
+    theirs = [w for s in plain for w in s.words]
+    assert ours and theirs
+    # Ends, not starts: a plain decode stretches the first word back to the segment start (0.0 for this clip).
+    assert abs(ours[0].end - theirs[0].end) < 0.15, (ours[0], theirs[0])
+    assert abs(ours[-1].end - theirs[-1].end) < 0.15, (ours[-1], theirs[-1])
