@@ -106,4 +106,9 @@ def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypW
     # A decoder given a prompt sometimes "continues" it with a word it cannot hear (probability ~0) at the start.
     while kept and kept[0].prob < LEADING_MIN_PROB:
         kept.pop(0)
-    return cut_repetitions(kept)
+    kept = cut_repetitions(kept)
+    # Words after the last voiced audio that the aligner gives no time at all were decoded from the silence (base
+    # echoes a short utterance: "However, however," with the second word 0 s long, 0.13 s after the speech).
+    while speech_end is not None and kept and kept[-1].start >= speech_end and kept[-1].end - kept[-1].start < 0.05:
+        kept.pop()
+    return kept

@@ -133,3 +133,11 @@ def test_leading_near_zero_probability_words_are_dropped() -> None:
 
 def test_empty_segments_are_ignored() -> None:
     assert clean([Segment([]), seg("Hello there.")]) == words("Hello there.")
+
+
+def test_timeless_words_after_the_speech_are_dropped() -> None:
+    echo = [HypWord("However,", 0.87, 1.31, 0.72), HypWord("however,", 1.69, 1.69, 0.69)]
+    assert texts(clean([Segment(echo)], speech_end=1.56)) == "However,"
+    assert texts(clean([Segment(echo)])) == "However, however,"  # no speech end known (a partial): kept
+    spoken = [HypWord("However,", 0.87, 1.31, 0.72), HypWord("now", 1.5, 1.7, 0.69)]  # a real word, if late
+    assert texts(clean([Segment(spoken)], speech_end=1.4)) == "However, now"
