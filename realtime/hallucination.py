@@ -107,8 +107,18 @@ def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypW
     while kept and kept[0].prob < LEADING_MIN_PROB:
         kept.pop(0)
     kept = cut_repetitions(kept)
-    # Words after the last voiced audio that the aligner gives no time at all were decoded from the silence (base
-    # echoes a short utterance: "However, however," with the second word 0 s long, 0.13 s after the speech).
-    while speech_end is not None and kept and kept[-1].start >= speech_end and kept[-1].end - kept[-1].start < 0.05:
+    while speech_end is not None and kept and _echo_after_speech(kept, speech_end):
         kept.pop()
     return kept
+
+
+def _echo_after_speech(kept: list[HypWord], speech_end: float) -> bool:
+    """Whether the last word was decoded from the silence after the speech, not heard. Base echoes a short
+    utterance: "However, however,", the second word either 0 s long 0.13 s after the speech, or a repeat of the
+    word before it over the first 0.1 s of the next word, cut off by the end of the utterance."""
+    last = kept[-1]
+    if last.start < speech_end:
+        return False
+    timeless = last.end - last.start < 0.05
+    repeat = len(kept) > 1 and norm(last.text) == norm(kept[-2].text)
+    return timeless or repeat

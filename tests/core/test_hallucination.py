@@ -141,3 +141,12 @@ def test_timeless_words_after_the_speech_are_dropped() -> None:
     assert texts(clean([Segment(echo)])) == "However, however,"  # no speech end known (a partial): kept
     spoken = [HypWord("However,", 0.87, 1.31, 0.72), HypWord("now", 1.5, 1.7, 0.69)]  # a real word, if late
     assert texts(clean([Segment(spoken)], speech_end=1.4)) == "However, now"
+
+
+def test_a_repeat_of_the_last_word_after_the_speech_is_dropped() -> None:
+    """The 8 kHz-upsampled clip: the utterance ends 0.1 s into the next word, which base hears as the last again."""
+    echo = [HypWord("However,", 0.9, 1.32, 0.8), HypWord("however,", 1.62, 2.0, 0.5)]
+    assert texts(clean([Segment(echo)], speech_end=1.5)) == "However,"
+    said_twice = [HypWord("very,", 0.9, 1.2, 0.8), HypWord("very", 1.3, 1.5, 0.8), HypWord("good", 1.5, 1.8, 0.9)]
+    assert texts(clean([Segment(said_twice)], speech_end=1.85)) == "very, very good"  # heard: kept
+    assert texts(clean([Segment(echo)], speech_end=1.7)) == "However, however,"  # inside the speech: kept
