@@ -51,7 +51,7 @@ test-fast: $(STAMP)
 fuzz: $(STAMP)
 	REALTIME_FUZZ_MESSAGES=10000 REALTIME_TEST_AUDIO="$(TEST_AUDIO)" $(BIN)/python -m pytest -q -rxX tests/e2e/test_fuzz.py
 
-# The benchmark harness (benchmarks/README.md): every section for base and tiny.en, about 35 min on 2 cores;
+# The benchmark harness (benchmarks/README.md): every section for base and tiny.en, about 50-60 min on 2 cores;
 # results in benchmarks/results/. BENCH_ARGS='--quick' for a one-minute smoke run.
 BENCH_ARGS ?= --models base,tiny.en
 bench: $(STAMP)
