@@ -282,6 +282,15 @@ def test_unagreed_tail_still_gets_a_final_decode() -> None:
     assert [f.text for f in finals(s.on_result(req, result("hello there friend")))] == ["hello there friend"]
 
 
+def paused_after_hello_there() -> tuple[LectureStream, DecodeRequest]:
+    """0.6 s of speech decoded as "hello there", then 210 ms of pause: the early final decode is asked for."""
+    s = make_stream(early_final_s=0.2)
+    s.feed(voiced(0.6))
+    s.on_result(request(s, "partial"), result("hello there"))
+    s.feed(silence(0.21))
+    return s, request(s, "final")
+
+
 def test_an_early_final_during_the_pause_is_the_final_when_the_pause_ends_the_utterance() -> None:
     s = make_stream(early_final_s=0.2)
     s.feed(voiced(0.6))
@@ -300,22 +309,14 @@ def test_an_early_final_during_the_pause_is_the_final_when_the_pause_ends_the_ut
 
 
 def test_an_early_final_back_after_the_hangover_is_the_final() -> None:
-    s = make_stream(early_final_s=0.2)
-    s.feed(voiced(0.6))
-    s.on_result(request(s, "partial"), result("hello there"))
-    s.feed(silence(0.21))
-    early = request(s, "final")
+    s, early = paused_after_hello_there()
     assert finals(s.feed(silence(0.2))) == [] and s.pending_finals == 1  # ended while the decode runs
     [final] = finals(s.on_result(early, result("hello there friend")))
     assert final.text == "hello there friend" and s.pending_finals == 0 and s.next_request() is None
 
 
 def test_speech_after_an_early_final_makes_it_a_hypothesis_and_the_utterance_goes_on() -> None:
-    s = make_stream(early_final_s=0.2)
-    s.feed(voiced(0.6))
-    s.on_result(request(s, "partial"), result("hello there"))
-    s.feed(silence(0.21))
-    early = request(s, "final")
+    s, early = paused_after_hello_there()
     s.feed(voiced(0.3))  # the speaker goes on before the decode is back
     assert partials(s.on_result(early, result("hello there friend"))) == [("hello there", "friend")]
     assert request(s, "partial").utterance == 0  # new speech: partials again
@@ -328,11 +329,7 @@ def test_speech_after_an_early_final_makes_it_a_hypothesis_and_the_utterance_goe
 
 
 def test_an_early_final_that_missed_later_speech_is_not_the_final() -> None:
-    s = make_stream(early_final_s=0.2)
-    s.feed(voiced(0.6))
-    s.on_result(request(s, "partial"), result("hello there"))
-    s.feed(silence(0.21))
-    early = request(s, "final")
+    s, early = paused_after_hello_there()
     s.feed(voiced(0.3) + silence(0.3))  # more speech, then the hangover ends: all while the early decode ran
     assert s.pending_finals == 1
     assert finals(s.on_result(early, result("hello there"))) == []  # it did not hear "friend"
