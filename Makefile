@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: serve test test-fast lint install sysdeps clean bench fuzz
 
 serve: $(STAMP)
-	$(BIN)/realtime serve
+	$(BIN)/realtime serve --open-rooms
 
 install: $(STAMP)
 

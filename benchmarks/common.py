@@ -119,7 +119,8 @@ class Server:
     """`realtime serve` in a child process that the harness can measure (CPU seconds, peak RSS).
 
     Unlike the tests' fixture it leaves HF_HUB_OFFLINE alone, so `--model large-v3` may download on a connected
-    machine, and it waits longer for a large model to load.
+    machine, and it waits longer for a large model to load. Rooms open on first use (`--open-rooms`, as with
+    `make serve`) unless the environment given sets REALTIME_OPEN_ROOMS=0 or an admin key.
     """
 
     def __init__(self, args: list[str], log_path: Path, ready_timeout: float = 900.0,
@@ -139,7 +140,8 @@ class Server:
         # unless the caller passes one (a restart test).
         fresh = str(log_path.with_suffix(".db"))
         env = {**os.environ, "REALTIME_CACHE_DIR": os.environ.get("REALTIME_CACHE_DIR", str(CACHE)),
-               "REALTIME_DB": fresh, **(env or {})}
+               "REALTIME_DB": fresh, "REALTIME_OPEN_ROOMS": "1", **(env or {})}
+        self.admin_key = env.get("REALTIME_ADMIN_KEY") or None  # /healthz details and /metrics need it
         self.db = env["REALTIME_DB"]
         if self.db == fresh:
             for suffix in ("", "-wal", "-shm"):
@@ -161,7 +163,9 @@ class Server:
                 time.sleep(0.3)
 
     def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.http + path, timeout=10, context=self.ssl_context) as r:
+        headers = {"Authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
+        request = urllib.request.Request(self.http + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=10, context=self.ssl_context) as r:
             return json.loads(r.read())
 
     def health(self) -> dict[str, Any]:

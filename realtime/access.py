@@ -50,10 +50,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def open_rooms_allowed(host: str, admin_key_configured: bool, public_url: str = "") -> bool:
-    """Keyless rooms made on first use: only for a server nobody else can reach and nobody administers (a public
-    URL says it is reachable from elsewhere, whatever address it binds)."""
-    return is_loopback(host) and not admin_key_configured and not public_url
+def open_rooms_allowed(host: str, admin_key_configured: bool, public_url: str = "", requested: bool = True) -> bool:
+    """Keyless rooms made on first use: only when asked for (`--open-rooms`, which `make serve` sets), and only for a
+    server nobody else can reach and nobody administers (a public URL says it is reachable from elsewhere, whatever
+    address it binds)."""
+    return requested and is_loopback(host) and not admin_key_configured and not public_url
 
 
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
@@ -63,6 +64,17 @@ def proxied(headers) -> bool:
     """A request relayed by a reverse proxy comes from somebody else, even on a loopback-bound server: open rooms
     are not for it. nginx, Caddy and most proxies add one of these headers."""
     return any(h in headers for h in PROXY_HEADERS)
+
+
+def client_address(peer: str | None, headers) -> str:
+    """Who a request is from, for per-client limits. A request from a proxy on this machine (the deploy/ recipes put
+    nginx or Caddy on loopback) is from the address the proxy forwards: the last X-Forwarded-For entry, which the
+    proxy itself appended, or its X-Real-IP. Anyone else's forwarding headers are ignored: they could say anything."""
+    if peer and is_loopback(peer):
+        forwarded = (headers.get("X-Forwarded-For") or "").split(",")[-1].strip() or headers.get("X-Real-IP", "")
+        if forwarded.strip():
+            return forwarded.strip()[:64]
+    return peer or "unknown"
 
 
 def bearer(header: str | None) -> str | None:
@@ -103,33 +115,11 @@ class Gate:
             return KEY_REQUIRED
         return None if key_matches(key, speaker_key_hash) or self.is_admin(key) else BAD_KEY
 
+    def is_speaker(self, speaker_key_hash: str | None, key: str | None) -> bool:
+        return key_matches(key, speaker_key_hash)
+
     def may_view(self, viewer_key_hash: str | None, speaker_key_hash: str | None, key: str | None) -> bool:
         """Public rooms are open to all; a private one to its viewer key, its speaker key and the admin."""
         if viewer_key_hash is None:
             return True
         return key_matches(key, viewer_key_hash) or key_matches(key, speaker_key_hash) or self.is_admin(key)
-
-
-MESSAGE_RATE = 100.0  # messages a connection may send per second, sustained (audio in 10 ms packets is 100/s)
-MESSAGE_BURST = 3000.0  # ... and at once: the lecturer page flushing 120 s of buffered 50 ms packets is 2400
-
-
-class TokenBucket:
-    """A token bucket: `rate` per second sustained plus `burst_s` at once. For audio the tokens are seconds of audio
-    (a speaker may send `rate` x real time), for messages they are messages. `spend` returns how long to wait
-    before reading on, so a fast sender is slowed by TCP backpressure rather than cut off (a browser flushing
-    audio buffered during a blip is a legitimate burst), and a flood of messages cannot take the event loop."""
-
-    def __init__(self, rate: float, burst_s: float, now: float):
-        self.rate = rate
-        self.burst_s = burst_s
-        self.tokens = burst_s
-        self.t = now
-
-    def spend(self, seconds: float, now: float) -> float:
-        if self.rate <= 0:
-            return 0.0
-        self.tokens = min(self.burst_s, self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        self.tokens -= seconds
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate

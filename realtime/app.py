@@ -41,7 +41,7 @@ def build_llm(settings: Settings) -> LLMClient | None:
         return None
     return LLMClient(LLMConfig(settings.llm_model, settings.llm_base_url or None, settings.llm_api_key,
                                settings.llm_temperature, settings.llm_max_tokens, settings.llm_timeout_s,
-                               settings.llm_retries))
+                               settings.llm_retries), concurrency=settings.llm_concurrency)
 
 
 def build_gate(settings: Settings, store: Store) -> Gate:
@@ -54,7 +54,11 @@ def build_gate(settings: Settings, store: Store) -> Gate:
         stored = hash_key(key)
         print(f"realtime: admin key for the room API (shown once, stored hashed): {key}", flush=True)
     configured = bool(settings.admin_key) or stored is not None
-    return Gate(open_rooms_allowed(settings.host, configured, settings.public_url), settings.admin_key, stored)
+    open_rooms = open_rooms_allowed(settings.host, configured, settings.public_url, settings.open_rooms)
+    if settings.open_rooms and not open_rooms:
+        log.warning("--open-rooms is ignored: keyless rooms are only for a server bound to loopback with no admin key "
+                    "and no --public-url")
+    return Gate(open_rooms, settings.admin_key, stored)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -116,13 +120,13 @@ def run_server(settings: Settings) -> int:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
     try:
-        store = open_store(settings.db)
+        store = open_store(settings.db, synchronous=settings.db_synchronous)
     except Exception as exc:  # sqlite3.Error, OSError: a path we cannot open or a newer schema
         print(f"realtime: cannot open the database {settings.db}: {exc}", file=sys.stderr)
         return 2
     gate = build_gate(settings, store)
     decoder.warm_up()
-    log.warning("rooms: %s; database %s", "open on first use (loopback, no admin key)" if gate.open_rooms
+    log.warning("rooms: %s; database %s", "open on first use (--open-rooms: loopback, no admin key)" if gate.open_rooms
                 else "made with `realtime room create` or the admin API; publishing needs the speaker key",
                 settings.db)
     log.warning("model %s loaded from %s on %s/%s in %.1f s (workers %d, loop %s)", settings.model, decoder.path,

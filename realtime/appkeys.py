@@ -10,8 +10,11 @@ from aiohttp import web
 from realtime.access import Gate
 from realtime.config import Settings
 from realtime.engine import Engine
+from realtime.exports import ExportCache
 from realtime.notes.service import NotesService
-from realtime.origins import OriginPolicy
+from realtime.offload import Offload
+from realtime.origins import HostPolicy, OriginPolicy
+from realtime.ratelimit import ClientBuckets, ConnectionCounter
 from realtime.rooms import Rooms
 from realtime.store import Store
 
@@ -29,6 +32,14 @@ class ServerStats:
         self.refused[code] = self.refused.get(code, 0) + 1
 
 
+@dataclass
+class Limits:
+    """Per-client limits of the HTTP API: questions and summaries (`asks`), and failed admin keys (`admin`)."""
+
+    asks: ClientBuckets
+    admin: ClientBuckets = field(default_factory=lambda: ClientBuckets(rate=1 / 6, burst=10))
+
+
 ENGINE = web.AppKey("engine", Engine)
 ROOMS = web.AppKey("rooms", Rooms)
 SETTINGS = web.AppKey("settings", Settings)
@@ -38,3 +49,9 @@ ORIGINS = web.AppKey("origins", OriginPolicy)
 STORE = web.AppKey("store", Store)
 GATE = web.AppKey("gate", Gate)
 STATS = web.AppKey("stats", ServerStats)
+CONNECTIONS = web.AppKey("connections", ConnectionCounter)
+HOSTS = web.AppKey("hosts", HostPolicy)
+LIMITS = web.AppKey("limits", Limits)
+EXPORTS = web.AppKey("exports", ExportCache)
+OFFLOAD = web.AppKey("offload", Offload)
+MONITOR = web.AppKey("monitor", bool)  # the --metrics-port app: its answers need no key

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("title", help='e.g. "Physics 101"')
     create.add_argument("--name", default=None, help="room name in URLs (default: from the title)")
     create.add_argument("--private", action="store_true", help="viewers need a viewer key too")
+    create.add_argument("--ask", choices=("anyone", "viewers", "nobody"), default="anyone",
+                        help="who may ask questions about the lecture (viewers: holders of a room key)")
     listing = room_sub.add_parser("list", help="the rooms and their state")
     delete = room_sub.add_parser("delete", help="delete a room and its transcript")
     delete.add_argument("name")

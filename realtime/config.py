@@ -18,6 +18,8 @@ from typing import Any
 
 from realtime.origins import parse_allowlist
 
+MIN_ADMIN_KEY_CHARS = 24  # a person's admin key must resist guessing as well as the 192-bit keys made here
+
 
 def _default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -53,13 +55,27 @@ class Settings:
     tls_cert: str = opt("", "PEM certificate (chain) file: serve HTTPS and WSS on --port directly, without a proxy "
                         "(with --tls-key; `realtime certs` makes a self-signed pair for a LAN).")
     tls_key: str = opt("", "PEM private key file of --tls-cert.")
+    open_rooms: bool = opt(False, "Keyless rooms made on first use, for a quick start on this machine (`make serve` "
+                           "sets it): only while bound to loopback with no admin key and no --public-url, and only "
+                           "for requests whose Host is a loopback name.")
+    metrics_port: int = opt(0, "Serve /metrics and the detailed /healthz without a key on this loopback port too "
+                            "(0 = off; on the main port they need the admin key).")
     # rooms, keys and storage
     db: str = opt(_default_db_path, "SQLite database of rooms, transcripts, notes and summaries (':memory:' keeps "
                   "nothing across restarts).")
+    db_synchronous: str = opt("normal", "SQLite synchronous mode: 'normal' survives a crash of the process but may "
+                              "lose the last commits on power loss; 'full' syncs every commit to disk.")
     admin_key: str = opt("", "Admin key of the room API. Empty: one is made on the first start bound beyond "
                          "loopback, printed once and stored hashed.", secret=True)
     max_rooms: int = opt(1000, "Rooms that may exist; creating more is refused with too_many_rooms.")
-    max_listeners: int = opt(2000, "Listeners per room; more are refused with room_full (1013).")
+    max_listeners: int = opt(2000, "Connections per room besides its speaker (listeners, and speaker sockets that "
+                             "have not started); more are refused with room_full (1013).")
+    max_connections: int = opt(20000, "WebSocket connections the server holds at once; more are refused with "
+                               "too_many_connections (1013).")
+    max_connections_per_ip: int = opt(500, "WebSocket connections one client address may hold at once (0 = no "
+                                      "limit); behind a proxy on loopback, the address it forwards.")
+    speaker_start_timeout_s: float = opt(10.0, "A speaker socket that has not started a lecture this long after "
+                                         "connecting is closed (start_timeout, 4410).")
     max_audio_rate: float = opt(2.0, "Speakers may send audio at most this many times real time, sustained; faster "
                                 "senders are slowed down (0 = no limit).")
     audio_burst_s: float = opt(120.0, "Audio a speaker may send ahead of that rate at once (a browser's buffer "
@@ -114,7 +130,15 @@ class Settings:
     llm_timeout_s: float = opt(30.0, "Timeout of one LLM call.")
     llm_retries: int = opt(3, "Retries of a failed LLM call (backoff with jitter; 429 Retry-After respected).")
     llm_window_tokens: int = opt(3000, "Prompt budget of one notes update: the transcript window is cut to fit.")
-    llm_room_token_budget: int = opt(200000, "LLM tokens one room may spend; then its notes stay extractive.")
+    llm_room_token_budget: int = opt(200000, "LLM tokens one room's notes may spend; then they stay as they are.")
+    llm_visitor_token_budget: int = opt(50000, "LLM tokens one room's questions and summaries may spend (apart from "
+                                        "its notes, so visitors cannot use up the notes' budget).")
+    llm_daily_token_cap: int = opt(2000000, "LLM tokens the whole server may spend per day (UTC); then everything "
+                                   "falls back to the extractive engine (0 = no cap).")
+    llm_concurrency: int = opt(2, "LLM calls in flight at once, server-wide; more wait their turn.")
+    ask_max_tokens: int = opt(300, "Longest LLM answer to a question, in tokens.")
+    ask_per_minute: float = opt(6.0, "Questions and summary requests one client address may make per minute, after "
+                                "a burst of 3 (0 = no limit; the admin key is not limited).")
     # fan-out and limits
     listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")
     max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
@@ -143,6 +167,16 @@ class Settings:
             (self.max_audio_rate >= 0 and self.audio_burst_s >= 1, "max_audio_rate >= 0, audio_burst_s >= 1"),
             (self.idle_timeout_s > 0 and self.max_lecture_s > 0, "timeouts must be positive"),
             (bool(self.db), "db must be a path or :memory:"),
+            (self.db_synchronous in ("normal", "full"), "db_synchronous must be normal or full"),
+            (not self.admin_key or len(self.admin_key) >= MIN_ADMIN_KEY_CHARS,
+             f"admin_key must be at least {MIN_ADMIN_KEY_CHARS} characters (make one: python -c 'import secrets; "
+             "print(secrets.token_urlsafe(24))')"),
+            (0 <= self.metrics_port < 65536 and self.metrics_port != self.port, "metrics_port must be another port"),
+            (self.max_connections >= 1 and self.max_connections_per_ip >= 0, "bad connection limits"),
+            (self.speaker_start_timeout_s > 0, "speaker_start_timeout_s must be positive"),
+            (self.llm_concurrency >= 1 and self.ask_max_tokens >= 16, "bad LLM limits"),
+            (min(self.llm_visitor_token_budget, self.llm_daily_token_cap, self.ask_per_minute) >= 0,
+             "LLM budgets and rates cannot be negative"),
             (bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be given together"),
             (self.max_utterance_s >= 2.0, "max_utterance_s must be at least 2"),
             (self.partial_interval_s > 0, "partial_interval_s must be positive"),

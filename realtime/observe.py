@@ -1,16 +1,36 @@
-"""The Prometheus series of a running server, gathered from where the work is counted (engine, rooms, notes,
-socket layer) at scrape time."""
+"""Health and metrics of a running server: `/healthz` and the Prometheus series of `/metrics`, gathered from where
+the work is counted (engine, rooms, notes, socket layer) at scrape time.
+
+Anyone may ask whether the server is alive and ready (`{"status", "ready"}`); the details and the metrics name
+rooms, private ones included, so they are for the admin key, for `--metrics-port` (loopback, no key), and — on a
+quick start that has no admin key — for requests from the machine itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import time
 
 from aiohttp import web
 
-from realtime.appkeys import ENGINE, NOTES, ROOMS, STATS
-from realtime.metrics import Family, counter, gauge
+from realtime import PROTOCOL_VERSION, __version__
+from realtime.appkeys import ENGINE, GATE, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
+from realtime.http_common import admin_refusal, error, is_local
+from realtime.metrics import CONTENT_TYPE, Family, counter, gauge, render
+from realtime.notes.service import NotesService
+from realtime.protocol import KEY_REQUIRED
+
+
+def monitor_refusal(request: web.Request) -> web.Response | None:
+    """None when this request may see the server's details."""
+    if request.app[MONITOR]:
+        return None
+    if not request.app[GATE].has_admin:
+        return None if is_local(request) else error(403, KEY_REQUIRED, "set an admin key (REALTIME_ADMIN_KEY) to "
+                                                                       "read this from elsewhere, or --metrics-port")
+    return admin_refusal(request)
 
 
 def collect(app: web.Application) -> list[Family]:
@@ -61,6 +81,12 @@ def collect(app: web.Application) -> list[Family]:
         counter("realtime_llm_calls_total", "LLM calls made.", llm.calls if llm else 0),
         counter("realtime_llm_errors_total", "LLM calls that failed.", llm.errors if llm else 0),
         tokens,
+        counter("realtime_llm_refused_total", "LLM calls not made for want of budget (room pool or daily cap)",
+                sum(notes.refused.values())),
+        gauge("realtime_llm_waiting", "LLM calls waiting for one of the --llm-concurrency slots.",
+              notes.llm.waiting if notes.llm else 0),
+        gauge("realtime_offload_waiting", "Exports, retrievals and summaries waiting for the offload thread.",
+              app[OFFLOAD].waiting),
         counter("realtime_store_errors_total", "Writes to the store that failed (captions went on).",
                 rooms.store_errors + sum(r.store_errors for r in live)),
         gauge("realtime_resident_memory_bytes", "Resident memory of the server process.", _rss_bytes()),
@@ -77,3 +103,55 @@ def _rss_bytes() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness (any answer) and readiness (`ready`: model loaded, not draining; `?ready=1` answers 503 when not);
+    the details for those who may see them."""
+    ready = not request.app[STATS].draining
+    status = 503 if request.query.get("ready") and not ready else 200
+    if monitor_refusal(request) is not None:
+        return web.json_response({"status": "ok" if ready else "draining", "ready": ready}, status=status)
+    engine = request.app[ENGINE]
+    decoder = engine.decoder
+    stats = engine.stats
+    rooms = request.app[ROOMS]
+    body = {
+        "status": "ok" if ready else "draining",
+        "ready": ready,
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "model": {"name": decoder.name, "path": str(getattr(decoder, "path", "")),
+                  "device": getattr(decoder, "device", ""), "compute_type": getattr(decoder, "compute_type", "")},
+        "uptime_s": round(time.time() - request.app[STARTED], 1),
+        "rooms": len(rooms),
+        "speakers": engine.speakers,
+        "max_speakers": engine.max_speakers,
+        "listeners": sum(r.listeners for r in rooms),
+        "queue": engine.queue_depth,
+        "lag_s": engine.lags(),
+        "decodes": stats.decodes,
+        "decode_s": {k: round(v, 2) for k, v in stats.decode_s.items()},
+        "decode_errors": stats.errors,
+        "loop_retries": getattr(decoder, "loop_retries", 0),
+        "refused": stats.refused,
+        "notes": _notes_health(request.app[NOTES]),
+    }
+    return web.json_response(body, status=status)
+
+
+def _notes_health(notes: NotesService) -> dict:
+    usage = notes.llm.usage if notes.llm else None
+    return {"engine": "llm" if notes.llm else "extractive", "updates": notes.updates, "failures": notes.failures,
+            "no_budget": dict(notes.refused),
+            "last_latency_s": round(notes.last_latency_s, 3),
+            "llm": None if usage is None else {"model": notes.llm.config.model, "calls": usage.calls,
+                                               "errors": usage.errors, "prompt_tokens": usage.prompt_tokens,
+                                               "completion_tokens": usage.completion_tokens}}
+
+
+async def metrics(request: web.Request) -> web.Response:
+    refusal = monitor_refusal(request)
+    if refusal is not None:
+        return refusal
+    return web.Response(text=render(collect(request.app)), headers={"Content-Type": CONTENT_TYPE})

@@ -6,10 +6,16 @@ it. Non-browser clients (the Python client, curl) send no `Origin`; they are not
 
 A request is allowed when it has no `Origin`, when its origin is the server's own (the page came from us), or when
 the origin is on the allowlist (`--allowed-origins`), which may be `*` for any site.
+
+"The server's own" is judged by the `Host` header, which a DNS-rebinding page controls: it points its own name at
+127.0.0.1, and its requests then carry matching `Host` and `Origin` headers. `HostPolicy` closes that hole where
+it matters: with open rooms only loopback names are served, and with `--public-url` only its host (and loopback,
+for health checks on the machine).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -74,3 +80,38 @@ def same_host(origin: str, host: str | None) -> bool:
         return False
     scheme = origin.split(":", 1)[0]
     return origin == normalize(f"{scheme}://{host}")
+
+
+def host_name(host: str | None) -> str | None:
+    """The name part of a `Host` header ("127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "::1"), lower case; None
+    when there is none or it is malformed."""
+    if not host:
+        return None
+    try:
+        name = urlsplit(f"http://{host.strip()}").hostname
+    except ValueError:
+        return None
+    return name.lower() if name else None
+
+
+def is_loopback_name(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostPolicy:
+    """Which `Host` headers this server answers (others get 421 Misdirected Request)."""
+
+    def __init__(self, open_rooms: bool, public_url: str = ""):
+        self.public = host_name(urlsplit(public_url).netloc) if public_url else None
+        self.enforced = open_rooms or self.public is not None
+
+    def allows(self, host: str | None) -> bool:
+        if not self.enforced:
+            return True  # bound to a LAN address with no public URL: every name the machine has is fine
+        name = host_name(host)
+        return name is not None and (is_loopback_name(name) or name == self.public)

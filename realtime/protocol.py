@@ -42,19 +42,27 @@ TAKEN_OVER = "taken_over"
 IDLE_TIMEOUT = "idle_timeout"
 LECTURE_TOO_LONG = "lecture_too_long"
 SHUTTING_DOWN = "shutting_down"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+START_TIMEOUT = "start_timeout"
+# HTTP only
+NO_SUMMARY = "no_summary"
+NOT_ALLOWED = "not_allowed"
+RATE_LIMITED = "rate_limited"
+BAD_HOST = "bad_host"
+BUSY = "busy"
 
 # WebSocket close codes. 1xxx are RFC 6455; 4xxx are ours.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013  # server_full, room_full, too_many_rooms
+CLOSE_TRY_AGAIN = 1013  # server_full, room_full, too_many_rooms, too_many_connections
 CLOSE_BAD_ROOM = 4400
 CLOSE_KEY = 4401  # key_required, bad_key
 CLOSE_ORIGIN = 4403  # origin_not_allowed
 CLOSE_NO_SUCH_ROOM = 4404
 CLOSE_SLOW_LISTENER = 4408
 CLOSE_SPEAKER_EXISTS = 4409  # speaker_exists, taken_over
-CLOSE_IDLE = 4410
+CLOSE_IDLE = 4410  # idle_timeout, start_timeout
 CLOSE_TOO_LONG = 4413  # lecture_too_long
 MAX_KEY_CHARS = 200
 

@@ -15,16 +15,20 @@ import time
 from realtime.access import hash_key, new_key, slug
 from realtime.config import Settings
 from realtime.protocol import ProtocolError, check_room
-from realtime.store import RoomExists, RoomRecord, Store, open_store
+from realtime.store import ASK_POLICIES, RoomExists, RoomRecord, Store, open_store
 
 
-def make_room(store: Store, title: str, name: str, private: bool) -> dict:
-    """Create a room with fresh keys; the keys are returned this once and only their hashes are stored."""
+def make_room(store: Store, title: str, name: str, private: bool, ask: str = "anyone") -> dict:
+    """Create a room with fresh keys and the `ask` policy (one of ASK_POLICIES, else ValueError, checked before any
+    key is made); the keys are returned this once and only their hashes are stored."""
+    if ask not in ASK_POLICIES:
+        raise ValueError(f"ask must be one of {', '.join(ASK_POLICIES)}, not {ask!r}")
     speaker_key = new_key("sk_")
     viewer_key = new_key("vk_") if private else None
     store.add_room(RoomRecord(name, title, time.time(), hash_key(speaker_key),
-                              hash_key(viewer_key) if viewer_key else None))
-    return {"room": name, "title": title, "private": private, "speaker_key": speaker_key, "viewer_key": viewer_key}
+                              hash_key(viewer_key) if viewer_key else None, ask=ask))
+    return {"room": name, "title": title, "private": private, "ask": ask, "speaker_key": speaker_key,
+            "viewer_key": viewer_key}
 
 
 def room_links(created: dict, base: str) -> dict:
@@ -40,14 +44,12 @@ def room_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
-    store = open_store(args.db or settings.db)
+    store = open_store(args.db or settings.db, synchronous=settings.db_synchronous)
     try:
         if args.action == "create":
             return _create(args, settings, store)
         if args.action == "list":
-            for rec in store.list_rooms():
-                kind = "open" if rec.speaker_key_hash is None else "private" if rec.viewer_key_hash else "public"
-                print(f"{rec.name}\t{kind}\t{rec.audio_s / 60:.1f} min\t{rec.title}")
+            _list(store)
             return 0
         if not store.delete_room(args.name):
             print(f"realtime: no room {args.name!r}", file=sys.stderr)
@@ -58,14 +60,25 @@ def room_command(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _list(store: Store) -> None:
+    """One line per room: name, kind, who may ask questions, lecture time, title (tab-separated)."""
+    for rec in store.list_rooms():
+        kind = "open" if rec.speaker_key_hash is None else "private" if rec.viewer_key_hash else "public"
+        print(f"{rec.name}\t{kind}\task={rec.ask}\t{rec.audio_s / 60:.1f} min\t{rec.title}")
+
+
 def _create(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     try:
         name = check_room(args.name or slug(args.title), settings.max_room_name)
     except ProtocolError as exc:
         print(f"realtime: {exc.message}", file=sys.stderr)
         return 2
+    ask = getattr(args, "ask", None) or "anyone"  # the flag may be absent from an older parser
     try:
-        created = make_room(store, args.title, name, args.private)
+        created = make_room(store, args.title, name, args.private, ask=ask)
+    except ValueError as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
     except RoomExists:
         print(f"realtime: room {name!r} exists already", file=sys.stderr)
         return 1
@@ -80,6 +93,7 @@ def _create(args: argparse.Namespace, settings: Settings, store: Store) -> int:
           f"REALTIME_KEY=… realtime stream)")
     if links["viewer_key"]:
         print(f"viewer key:   {links['viewer_key']}   (shown once)")
+    print(f"questions:    {links['ask']}   (who may ask: anyone | viewers, i.e. holders of a room key | nobody)")
     print(f"viewer link:  {links['viewer_url']}")
     print(f"lecturer page: {links['speaker_url']}")
     return 0

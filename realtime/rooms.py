@@ -14,6 +14,7 @@ every final, notes and summary it missed and the current partial.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,7 +25,9 @@ from typing import Any
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import NotesState
 from realtime.protocol import (
+    CLOSE_NO_SUCH_ROOM,
     CLOSE_SLOW_LISTENER,
+    NO_SUCH_ROOM,
     SLOW_LISTENER,
     Error,
     Event,
@@ -36,7 +39,7 @@ from realtime.protocol import (
     Summary,
     encode,
 )
-from realtime.store import RoomRecord, RoomState, Store
+from realtime.store import RoomExists, RoomGone, RoomRecord, RoomState, Store
 
 RESUME_EVENTS = 2048  # recent events kept for exact resume: about 8 minutes of a lecture's partials and statuses
 SEQ_BLOCK = 1000  # seqs reserved in the store at a time
@@ -55,6 +58,7 @@ class Connection:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(max(1, maxsize))
         self.close_code: int | None = None
         self.close_reason = ""
+        self.client = ""  # the client address whose connection slot this holds (ratelimit.ConnectionCounter)
 
     def offer(self, text: str) -> bool:
         if self.close_code is not None:
@@ -107,6 +111,10 @@ class Room:
         self.llm_tokens = 0
         self.glossary = self.record.glossary  # the speaker's start prompt: course terms
         self.summary = ""  # the latest end-of-lecture summary (Markdown)
+        self.summary_finals = -1  # how many finals it covers (-1: there is none)
+        self.deleted = False  # deleted rooms publish nothing more (their in-flight work is cancelled)
+        self.tasks: set[asyncio.Task] = set()  # notes, summary and question work in flight for this room
+        self.used_at = time.monotonic()  # last HTTP read (rooms only read are released after a while)
         self.store_errors = 0
         self.published: dict[str, int] = {}  # events by type; shared by all rooms of a server (Rooms sets it)
 
@@ -128,25 +136,45 @@ class Room:
             room.notes_schedule.add_final(f["text"], time.monotonic())
         if state.summary is not None:
             room.summary = state.summary["markdown"]
+            room.summary_finals = int(state.summary.get("finals", 0))
             room._summary_text = _dumps(state.summary)
         return room
 
     @property
     def listeners(self) -> int:
-        return sum(1 for c in self.connections if c.role == "listener")
+        """Connections other than the publishing speaker: listeners, and speaker sockets that have not started
+        (they receive the room's events too, so they count against --max-listeners like listeners)."""
+        return sum(1 for c in self.connections if c is not self.speaker)
+
+    def final_texts(self) -> list[str]:
+        """The finals as the JSON texts they were sent as (a snapshot)."""
+        return list(self._final_texts)
+
+    def track(self, task: asyncio.Task) -> asyncio.Task:
+        """Work on behalf of this room that a delete must cancel (a notes update, a summary, a question)."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     @property
     def private(self) -> bool:
         return self.record.viewer_key_hash is not None
 
-    def publish(self, event: Event) -> dict[str, Any]:
-        """Number an event, store what must survive, remember what late joiners need, and queue it for everyone."""
+    def publish(self, event: Event) -> dict[str, Any] | None:
+        """Number an event, store what must survive, remember what late joiners need, and queue it for everyone.
+        None, and nothing sent, once the room is deleted (here, or in the database by another process)."""
+        if self.deleted:
+            return None
         if isinstance(event, Final):  # ids continue after the last one (a restored room may miss a failed write)
             event = dataclasses.replace(event, id=self.finals[-1]["id"] + 1 if self.finals else 0)
         self.seq += 1
         self.published[event.type] = self.published.get(event.type, 0) + 1
         data = event.to_dict(self.seq)
-        self._persist(event, data)  # before anyone can see it
+        try:
+            self._persist(event, data)  # before anyone can see it
+        except RoomGone:
+            self.gone()
+            return None
         if isinstance(event, Final):
             self.finals.append(data)
             if self.partial and self.partial["utterance"] == event.utterance:
@@ -162,6 +190,7 @@ class Room:
             self._notes_text = text
         elif isinstance(event, Summary):
             self._summary_text = text
+            self.summary, self.summary_finals = event.markdown, event.finals
         for conn in list(self.connections):
             if not conn.offer(text):
                 self.connections.discard(conn)
@@ -177,6 +206,8 @@ class Room:
             try:  # retried with the next event until it succeeds
                 self.store.reserve_seq(self.name, self.seq + SEQ_BLOCK)
                 self.record.seq_reserved = self.seq + SEQ_BLOCK
+            except RoomGone:
+                raise
             except Exception:
                 self.store_errors += 1
                 log.exception("room %s: reserving seqs failed", self.name)
@@ -189,9 +220,24 @@ class Room:
                 self.store.save_summary(self.name, data)
             elif isinstance(event, Status):
                 self.store.save_progress(self.name, self.audio_s, self.glossary)
+        except RoomGone:
+            raise
         except Exception:
             self.store_errors += 1
             log.exception("room %s: storing %s %d failed", self.name, event.type, self.seq)
+
+    def gone(self) -> None:
+        """The room was deleted: publish nothing more, cancel its work, and close its connections (4404)."""
+        if self.deleted:
+            return
+        self.deleted = True
+        log.info("room %s: deleted; closing %d connection(s)", self.name, len(self.connections))
+        for task in list(self.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        for conn in list(self.connections):
+            self.error(conn, NO_SUCH_ROOM, "this room was deleted")
+            conn.close(CLOSE_NO_SUCH_ROOM, NO_SUCH_ROOM)
 
     def direct(self, conn: Connection, event: Event) -> None:
         """A reply to one connection (hello, error, pong); it repeats the room's current seq."""
@@ -262,8 +308,17 @@ class Rooms:
         return room
 
     def get(self, name: str) -> Room:
-        """The room, made now (keyless) if it exists nowhere: for callers that already decided it may be made."""
-        return self.find(name) or self._add(Room(name, self.store, RoomRecord(name, created_at=time.time())))
+        """The room, made now (keyless, and stored) if it exists nowhere: for callers that already decided it may be
+        made (an open room of the loopback quick start)."""
+        room = self.find(name)
+        if room is None:
+            record = RoomRecord(name, created_at=time.time())
+            if self.store is not None:
+                with contextlib.suppress(RoomExists):  # made meanwhile by `realtime room create`: load that one
+                    self.store.add_room(record)
+                room = self.find(name)
+            room = room or self._add(Room(name, self.store, record))
+        return room
 
     def find(self, name: str) -> Room | None:
         room = self._rooms.get(name)
@@ -272,6 +327,35 @@ class Rooms:
             if state is not None:
                 room = self._add(Room.restore(state, self.store))
         return room
+
+    async def delete(self, name: str, grace_s: float = 5.0) -> bool:
+        """Delete a room for good: nothing it still has in flight may publish into it or write it back. Its work is
+        cancelled and awaited before the store forgets it. False when it exists nowhere."""
+        room = self._rooms.get(name)
+        if room is not None:
+            room.gone()
+            pending = [t for t in room.tasks if t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=grace_s)
+            self.forget(name)
+        found = self.store.delete_room(name) if self.store is not None else room is not None
+        return found or room is not None
+
+    def release(self, room: Room) -> bool:
+        """Forget a room nobody uses (the store has it): memory stays bounded however many rooms are visited."""
+        busy = room.connections or room.session or room.notes_busy or room.flushing or room.tasks
+        if busy or room.notes_schedule.new_words or self._rooms.get(room.name) is not room:
+            return False
+        self.forget(room.name)
+        return True
+
+    def sweep(self, now: float, idle_s: float) -> int:
+        """Release the rooms that were only read (over HTTP) and have not been touched for `idle_s`."""
+        released = 0
+        for room in list(self._rooms.values()):
+            if now - room.used_at >= idle_s and self.release(room):
+                released += 1
+        return released
 
     def forget(self, name: str) -> Room | None:
         room = self._rooms.pop(name, None)

@@ -15,14 +15,36 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from realtime import PROTOCOL_VERSION, http_api, memory
-from realtime.access import MESSAGE_BURST, MESSAGE_RATE, Gate, TokenBucket, bearer, proxied
-from realtime.appkeys import ENGINE, GATE, NOTES, ORIGINS, ROOMS, SETTINGS, STARTED, STATS, STORE, ServerStats
+from realtime import PROTOCOL_VERSION, http_api, memory, observe
+from realtime.access import Gate, bearer, client_address, proxied
+from realtime.appkeys import (
+    CONNECTIONS,
+    ENGINE,
+    EXPORTS,
+    GATE,
+    HOSTS,
+    LIMITS,
+    MONITOR,
+    NOTES,
+    OFFLOAD,
+    ORIGINS,
+    ROOMS,
+    SETTINGS,
+    STARTED,
+    STATS,
+    STORE,
+    Limits,
+    ServerStats,
+)
 from realtime.config import Settings
 from realtime.engine import Engine
+from realtime.exports import ExportCache
+from realtime.headers import security_headers
+from realtime.notes.budget import LLMBudget
 from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
-from realtime.origins import OriginPolicy
+from realtime.offload import Offload
+from realtime.origins import HostPolicy, OriginPolicy
 from realtime.protocol import (
     BAD_KEY,
     BAD_MESSAGE,
@@ -41,6 +63,7 @@ from realtime.protocol import (
     ORIGIN_NOT_ALLOWED,
     ROOM_FULL,
     SHUTTING_DOWN,
+    TOO_MANY_CONNECTIONS,
     TOO_MANY_ROOMS,
     Auth,
     Hello,
@@ -50,6 +73,7 @@ from realtime.protocol import (
     check_room,
     parse_text,
 )
+from realtime.ratelimit import MESSAGE_BURST, MESSAGE_RATE, ClientBuckets, ConnectionCounter, TokenBucket
 from realtime.rooms import Connection, Room, Rooms
 from realtime.store import Store
 
@@ -57,14 +81,18 @@ log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 10.0  # a private room's connection must present its key this soon
 SHUTDOWN_GRACE_S = 8.0  # SIGTERM: time for open utterances to get their finals
+READ_ROOM_IDLE_S = 60.0  # rooms only read over HTTP stay in memory this long after their last read
 
 
-async def trim_memory(period_s: float = 10.0) -> None:
-    """Give memory freed after bursts of connections back to the OS (see memory.py), off the event loop."""
+async def housekeeping(rooms: Rooms, period_s: float = 10.0) -> None:
+    """Release rooms that were only read, and give memory freed after bursts of connections back to the OS (see
+    memory.py, off the event loop)."""
+    trim = True
     while True:
         await asyncio.sleep(period_s)
-        if not await asyncio.get_running_loop().run_in_executor(None, memory.trim):
-            return
+        rooms.sweep(time.monotonic(), READ_ROOM_IDLE_S)
+        if trim:
+            trim = await asyncio.get_running_loop().run_in_executor(None, memory.trim)
 
 
 def default_static_dir() -> Path:
@@ -82,13 +110,22 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
     app[GATE] = gate
     app[STATS] = ServerStats()
     app[ROOMS] = Rooms(store, settings.notes_interval_s, settings.notes_min_words)
-    notes = app[NOTES] = NotesService(app[ROOMS], llm, window_tokens=settings.llm_window_tokens,
-                                      room_token_budget=settings.llm_room_token_budget,
-                                      language=settings.notes_language)
+    app[OFFLOAD] = Offload()
+    budget = LLMBudget({"notes": settings.llm_room_token_budget, "visitors": settings.llm_visitor_token_budget},
+                       settings.llm_daily_token_cap)
+    notes = app[NOTES] = NotesService(app[ROOMS], llm, budget=budget, offload=app[OFFLOAD],
+                                      window_tokens=settings.llm_window_tokens, language=settings.notes_language,
+                                      ask_max_tokens=settings.ask_max_tokens)
     app[STARTED] = time.time()
     app[ORIGINS] = OriginPolicy(settings.allowed_origins)
+    app[HOSTS] = HostPolicy(gate.open_rooms, settings.public_url)
+    app[CONNECTIONS] = ConnectionCounter(settings.max_connections, settings.max_connections_per_ip)
+    app[LIMITS] = Limits(ClientBuckets(settings.ask_per_minute / 60, 3))
+    app[EXPORTS] = ExportCache()
+    app[MONITOR] = False
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
+    app.middlewares.append(security_headers)  # outermost: CSP, nosniff, frame-ancestors, Referrer-Policy on all
     http_api.add_routes(app)
     add_pages(app, Path(settings.static_dir) if settings.static_dir else default_static_dir())
 
@@ -99,7 +136,10 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
         loop = asyncio.get_running_loop()
         if settings.notes:
             background.append(loop.create_task(notes.run(), name="notes"))
-        background.append(loop.create_task(trim_memory(), name="trim-memory"))
+        background.append(loop.create_task(housekeeping(app[ROOMS]), name="housekeeping"))
+        if settings.metrics_port:
+            monitor = await start_monitor(app, settings.metrics_port)
+            app.on_cleanup.insert(0, lambda _: monitor.cleanup())
 
     async def on_shutdown(app: web.Application) -> None:
         """SIGTERM: new connections are already refused. Finish every open utterance (finals stored and sent),
@@ -121,12 +161,29 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
         if llm is not None:
             await llm.close()
         await engine.close()
+        app[OFFLOAD].close()
         store.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+async def start_monitor(app: web.Application, port: int) -> web.AppRunner:
+    """`--metrics-port`: /metrics and the detailed /healthz on loopback, with no key (for a Prometheus on the same
+    machine, or one reached through an SSH tunnel); the main port serves them to the admin key only."""
+    monitor = web.Application()
+    for key in (ENGINE, ROOMS, STATS, NOTES, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS):
+        monitor[key] = app[key]
+    monitor[MONITOR] = True
+    monitor.router.add_get("/healthz", observe.healthz)
+    monitor.router.add_get("/metrics", observe.metrics)
+    runner = web.AppRunner(monitor, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    log.warning("metrics on http://127.0.0.1:%d/metrics", port)
+    return runner
 
 
 def add_pages(app: web.Application, static: Path) -> None:
@@ -158,7 +215,8 @@ async def refuse(ws: web.WebSocketResponse, stats: ServerStats, code: str, messa
 
 
 async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketResponse, Connection, Room | None]:
-    """Handshake, origin and room checks; the room is None when the connection was refused (and closed)."""
+    """Handshake, origin, room and connection-count checks; the room is None when the connection was refused (and
+    closed). An accepted connection holds a slot of the connection caps until `close_socket`."""
     app = request.app
     settings, stats = app[SETTINGS], app[STATS]
     # Frames a little over the limit reach us and get a polite error; far larger ones are closed by aiohttp (1009).
@@ -191,12 +249,27 @@ async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketRes
             await refuse(ws, stats, TOO_MANY_ROOMS, "this server has as many rooms as it may hold", CLOSE_TRY_AGAIN)
             return ws, conn, None
         room = rooms.get(name)
-    if role == "listener" and room.listeners >= settings.max_listeners:
+    if room.listeners >= settings.max_listeners:  # a speaker socket counts as a listener until it publishes
         await refuse(ws, stats, ROOM_FULL, f"room {name!r} has {room.listeners} listeners, its limit",
                      CLOSE_TRY_AGAIN)
+        app[ROOMS].release(room)
+        return ws, conn, None
+    conn.client = client_address(request.remote, request.headers)
+    refusal = app[CONNECTIONS].admit(conn.client)
+    if refusal is not None:
+        await refuse(ws, stats, TOO_MANY_CONNECTIONS, "this server holds as many connections as it may" if
+                     refusal == "total" else "your address holds as many connections as it may", CLOSE_TRY_AGAIN)
+        app[ROOMS].release(room)
         return ws, conn, None
     stats.connections[role] += 1
     return ws, conn, room
+
+
+def close_socket(request: web.Request, room: Room, conn: Connection) -> None:
+    """The end of an accepted connection: its slot is free and its room, if unused now, leaves memory."""
+    room.leave(conn)
+    request.app[CONNECTIONS].release(conn.client)
+    request.app[ROOMS].release(room)
 
 
 async def first_key(request: web.Request, ws: web.WebSocketResponse, room: Room, needed: bool) -> str | None | bool:
@@ -276,13 +349,6 @@ async def throttle(bucket: TokenBucket) -> None:
         await asyncio.sleep(wait)
 
 
-def release(request: web.Request, room: Room) -> None:
-    """Forget an unused room (the store has it): memory stays bounded however many rooms are visited."""
-    idle = not (room.connections or room.session or room.notes_busy or room.flushing)
-    if idle and room.notes_schedule.new_words == 0:
-        request.app[ROOMS].forget(room.name)
-
-
 def model_name(request: web.Request) -> str:
     return request.app[ENGINE].decoder.name
 
@@ -295,12 +361,20 @@ async def listener_ws(request: web.Request) -> web.WebSocketResponse:
     if room is None:
         return ws
     try:
+        await listen(request, ws, room, conn)
+    finally:
+        close_socket(request, room, conn)
+    return ws
+
+
+async def listen(request: web.Request, ws: web.WebSocketResponse, room: Room, conn: Connection) -> None:
+    try:
         since = since_of(request)
     except ProtocolError as exc:
         await refuse(ws, request.app[STATS], exc.code, exc.message, CLOSE_BAD_ROOM)
-        return ws
+        return
     if await check_view(request, ws, room) is False:
-        return ws
+        return
     settings = request.app[SETTINGS]
     task = asyncio.get_running_loop().create_task(sender(ws, conn))
     room.join(conn, Hello(room.name, "listener", PROTOCOL_VERSION, model_name(request), len(room.finals)), since)
@@ -325,5 +399,3 @@ async def listener_ws(request: web.Request) -> web.WebSocketResponse:
     finally:
         room.leave(conn)
         await finish(ws, conn, task, conn.close_code or CLOSE_NORMAL)
-        release(request, room)
-    return ws

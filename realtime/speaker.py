@@ -18,7 +18,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
-from realtime.access import MESSAGE_BURST, MESSAGE_RATE, TokenBucket, proxied
+from realtime.access import proxied
 from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 from realtime.engine import Handle
 from realtime.protocol import (
@@ -38,6 +38,7 @@ from realtime.protocol import (
     NOT_STARTED,
     SERVER_FULL,
     SPEAKER_EXISTS,
+    START_TIMEOUT,
     TAKEN_OVER,
     Auth,
     Error,
@@ -51,8 +52,9 @@ from realtime.protocol import (
     check_audio,
     parse_text,
 )
+from realtime.ratelimit import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
 from realtime.rooms import Connection, Room
-from realtime.server import check_view, finish, model_name, open_socket, release, sender, throttle
+from realtime.server import check_view, close_socket, finish, model_name, open_socket, sender, throttle
 from realtime.stream import LectureStream, StreamConfig
 from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 
@@ -87,7 +89,7 @@ class SpeakerSession:
         s = self.handle.stream if self.handle else None
         return Status(state, self.room.speaker is not None, self.room.listeners,
                       round(s.received_s if s else self.room.audio_s, 2), round(s.lag_s if s else 0.0, 2),
-                      self.engine.queue_depth, self.model, self.room.llm_tokens)
+                      self.engine.queue_depth, self.model, self.notes.spent(self.room) if self.notes else 0)
 
     async def start(self, cmd: Start) -> None:
         if self.handle is not None:
@@ -181,18 +183,40 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
     ws, conn, room = await open_socket(request, "speaker")
     if room is None:
         return ws
+    try:
+        await speak(request, ws, room, conn)
+    finally:
+        close_socket(request, room, conn)
+    return ws
+
+
+def receive_timeout(session: SpeakerSession, started: bool, opened: float) -> tuple[float, str]:
+    """How long to wait for the next message, and what it means if none comes: a socket that never started a
+    lecture has `--speaker-start-timeout-s` (it sees the room's events like a listener, and holds a slot)."""
+    settings = session.settings
+    if started:
+        return settings.idle_timeout_s, IDLE_TIMEOUT
+    left = opened + settings.speaker_start_timeout_s - time.monotonic()
+    return (max(0.0, left), START_TIMEOUT) if left < settings.idle_timeout_s else (settings.idle_timeout_s,
+                                                                                   IDLE_TIMEOUT)
+
+
+async def speak(request: web.Request, ws: web.WebSocketResponse, room: Room, conn: Connection) -> None:
+    opened = time.monotonic()
     key = await check_view(request, ws, room)
     if key is False:
-        return ws
+        return
     settings = request.app[SETTINGS]
     task = asyncio.get_running_loop().create_task(sender(ws, conn))
     session = SpeakerSession(request, room, conn, key)
     room.join(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
     beat = asyncio.get_running_loop().create_task(session.heartbeat())
     close_code = CLOSE_NORMAL
+    started, why = False, IDLE_TIMEOUT
     try:
         while conn.close_code is None:
-            msg = await ws.receive(timeout=settings.idle_timeout_s)
+            timeout, why = receive_timeout(session, started, opened)
+            msg = await ws.receive(timeout=timeout)
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
             await throttle(session.messages)
@@ -203,6 +227,7 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
                     cmd = parse_text(msg.data, settings.max_message_bytes)
                     if isinstance(cmd, Start):
                         await session.start(cmd)
+                        started = True
                     elif isinstance(cmd, Stop):
                         await session.stop()
                     elif isinstance(cmd, Ping):
@@ -221,8 +246,13 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
                 close_code = CLOSE_INTERNAL
                 break
     except TimeoutError:
-        room.direct(conn, Error(IDLE_TIMEOUT, f"nothing received for {settings.idle_timeout_s:g} s; the lecture "
-                                              "is kept, reconnect to go on"))
+        if why == START_TIMEOUT:
+            session.stats.refuse(START_TIMEOUT)
+            room.direct(conn, Error(START_TIMEOUT, f"no lecture started within {settings.speaker_start_timeout_s:g}"
+                                                   " s of connecting; connect again when you start"))
+        else:
+            room.direct(conn, Error(IDLE_TIMEOUT, f"nothing received for {settings.idle_timeout_s:g} s; the "
+                                                  "lecture is kept, reconnect to go on"))
         close_code = CLOSE_IDLE
     finally:
         beat.cancel()
@@ -234,5 +264,3 @@ async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
             await asyncio.shield(stopping)
         if room.session is session:
             room.session = None
-        release(request, room)
-    return ws

@@ -22,6 +22,9 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.inflight = 0  # requests being answered now, and the most at once (the server's concurrency limit)
+        self.max_inflight = 0
+        self.delay_s = 0.0  # every answer waits this long first (a slow model: lets requests pile up)
 
     def push(self, *behaviours: dict[str, Any] | str) -> None:
         self.script.extend({"kind": b} if isinstance(b, str) else b for b in behaviours)
@@ -42,8 +45,18 @@ class FakeOpenAI:
             await self.runner.cleanup()
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.inflight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"t": time.monotonic(), "body": body})
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         step = self.script.pop(0) if self.script else {"kind": "ok"}
         kind = step["kind"]
         if kind == "429":

@@ -46,18 +46,36 @@ class Usage:
 
 
 class LLMClient:
-    def __init__(self, config: LLMConfig):
+    def __init__(self, config: LLMConfig, concurrency: int = 2):
+        """`concurrency`: calls in flight at once, server-wide (the others wait their turn): however many rooms and
+        visitors ask at once, the endpoint — often a local model sharing the machine's cores — sees a bounded load."""
         from openai import AsyncOpenAI
 
         self.config = config
         self.usage = Usage()
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self.waiting = 0  # calls waiting for a slot, for /metrics
         self._client = AsyncOpenAI(base_url=config.base_url or None, api_key=config.api_key or "not-needed",
                                    timeout=config.timeout_s, max_retries=0)
 
     async def complete(self, messages: list[dict[str, str]], json_mode: bool | None = None,
-                       stream: bool = False) -> tuple[str, int]:
+                       stream: bool = False, max_tokens: int | None = None) -> tuple[str, int]:
         """The answer's text and the tokens it cost. With `stream`, the answer arrives as server-sent chunks: a
-        stalled generation is caught by the read timeout between chunks rather than only at the end."""
+        stalled generation is caught by the read timeout between chunks rather than only at the end. `max_tokens`
+        caps this answer below the configured maximum."""
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await self._complete(messages, json_mode, stream, min(max_tokens or self.config.max_tokens,
+                                                                       self.config.max_tokens))
+        finally:
+            self._slots.release()
+
+    async def _complete(self, messages: list[dict[str, str]], json_mode: bool | None, stream: bool,
+                        max_tokens: int) -> tuple[str, int]:
         import openai
 
         cfg = self.config
@@ -70,7 +88,7 @@ class LLMClient:
             self.usage.calls += 1
             try:
                 response = await self._client.chat.completions.create(
-                    model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                    model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=max_tokens,
                     **extra)
                 if stream:
                     return await self._collect(response)

@@ -1,20 +1,30 @@
-"""Runs the notes of every room: when a room's scheduler says so, make a proposal and publish the change.
+"""Runs the notes of every room: when a room's scheduler says so, make a proposal and publish the change; and the
+summaries and answers that people ask for.
 
 With an LLM configured the proposal comes from it (bounded transcript window, strict JSON answer); otherwise, while
-the LLM has not produced notes yet for the room, when it fails, or once the room's token budget is spent, the
-extractive engine fills in. Notes work happens off the event loop's critical path and never holds up captions: a
-failure is logged and counted, and the notes stay as they were.
+the LLM has not produced notes yet for the room, when it fails, or once a budget is spent, the extractive engine
+fills in. Every LLM call is paid from a budget (`budget.LLMBudget`) reserved before the call: the room's `notes`
+pool for its live notes and the summary at the end of its lecture, its `visitors` pool for questions and summaries
+asked for over HTTP, and the server's daily cap for all. Notes work happens off the event loop's critical path and
+never holds up captions: a failure is logged and counted, and the notes stay as they were. Work done for a room is
+tracked by it (`Room.track`), so that deleting the room cancels it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
+from realtime.notes.budget import LLMBudget
 from realtime.notes.extractive import extract
+from realtime.notes.index import TranscriptIndex
 from realtime.notes.llm import LLMClient, LLMError
-from realtime.notes.prompt import build_request, parse_answer
+from realtime.notes.prompt import build_request, estimate_tokens, parse_answer
 from realtime.notes.state import Bullet, InvalidNotes
 from realtime.notes.summary import (
     ask_request,
@@ -24,31 +34,73 @@ from realtime.notes.summary import (
     retrieve,
     summary_request,
 )
+from realtime.offload import Offload
 from realtime.protocol import Notes, Summary
 from realtime.rooms import Room, Rooms
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RoomDeleted(Exception):
+    """The room was deleted while work for it was under way."""
+
+
+class NoBudget(Exception):
+    """No LLM call: the room's pool or the server's daily cap is spent (the message says which)."""
+
+
+def utc_day() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
 
 
 class NotesService:
-    def __init__(self, rooms: Rooms, llm: LLMClient | None = None, *, window_tokens: int = 3000,
-                 room_token_budget: int = 200_000, language: str = "", max_bullets: int = 40):
+    def __init__(self, rooms: Rooms, llm: LLMClient | None = None, *, budget: LLMBudget | None = None,
+                 offload: Offload | None = None, window_tokens: int = 3000, language: str = "",
+                 max_bullets: int = 40, ask_max_tokens: int = 300):
         self.rooms = rooms
         self.llm = llm
+        self.budget = budget or LLMBudget({"notes": 200_000, "visitors": 50_000})
+        self.offload = offload or Offload()
         self.window_tokens = window_tokens
-        self.room_token_budget = room_token_budget
         self.language = language
         self.max_bullets = max_bullets
+        self.ask_max_tokens = ask_max_tokens
         self.updates = 0
         self.failures = 0
+        self.refused = {"room": 0, "day": 0}  # LLM calls not made for want of budget
         self.last_latency_s = 0.0  # window closed -> notes event, of the latest update
+        self._indexes: dict[str, TranscriptIndex] = {}
 
     async def run(self, tick_s: float = 1.0) -> None:
         while True:
             await asyncio.sleep(tick_s)
             for room in self.rooms:
-                if room.notes_schedule.due(time.monotonic()) and not room.notes_busy:
-                    asyncio.get_running_loop().create_task(self.update(room))
+                if room.notes_schedule.due(time.monotonic()) and not room.notes_busy and not room.deleted:
+                    room.track(asyncio.get_running_loop().create_task(self.update(room)))
+
+    async def for_room(self, room: Room, work: Awaitable[T]) -> T:
+        """Await `work` as a task the room tracks; RoomDeleted if the room is (or gets) deleted meanwhile."""
+        if room.deleted:
+            with contextlib.suppress(Exception):
+                work.close()  # type: ignore[attr-defined]
+            raise RoomDeleted(room.name)
+        task = room.track(asyncio.ensure_future(work))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if room.deleted and task.cancelled():
+                raise RoomDeleted(room.name) from None
+            raise
+
+    def forget(self, name: str) -> None:
+        """A deleted room: its budget figures and index go too."""
+        self.budget.forget(name)
+        self._indexes.pop(name, None)
+
+    def spent(self, room: Room) -> int:
+        return self.budget.spent(room.name) if self.budget.known(room.name) else (
+            room.record.llm_tokens_notes + room.record.llm_tokens_visitors)
 
     async def flush(self, room: Room) -> None:
         """At stop: bring the notes up to date with the whole lecture. Inline without an LLM (milliseconds); with
@@ -58,65 +110,127 @@ class NotesService:
                 if not room.notes_busy:
                     break
                 await asyncio.sleep(0.05)
-            await self.update(room)
-            if room.finals:
-                await self.summarize(room)
+            with contextlib.suppress(RoomDeleted):
+                await self.for_room(room, self._flush(room))
         else:
             room.flushing = True  # the room stays in memory until this is done (server.release)
-            asyncio.get_running_loop().create_task(self._flush_later(room))
+            room.track(asyncio.get_running_loop().create_task(self._flush_later(room)))
+
+    async def _flush(self, room: Room) -> None:
+        await self.update(room)
+        if room.finals:
+            await self.summarize(room, pool="notes")
 
     async def _flush_later(self, room: Room) -> None:
         try:
             while room.notes_busy:
                 await asyncio.sleep(0.2)
-            await self.update(room)
-            if room.finals:
-                await self.summarize(room)
+            await self._flush(room)
         finally:
             room.flushing = False
 
-    async def summarize(self, room: Room) -> str:
-        """The end-of-lecture summary (Markdown), published as a `summary` event and kept for /summary."""
+    # ---------------------------------------------------------------- LLM calls, paid from a budget
+
+    async def _call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
+                    json_mode: bool = False, stream: bool = False) -> str:
+        """One LLM call, its worst case reserved first and what it cost settled and stored after."""
+        assert self.llm is not None
+        day = utc_day()
+        self._load(room, day)
+        prompt = sum(estimate_tokens(m["content"]) for m in messages) + 8 * len(messages)
+        max_tokens = min(max_tokens, self.llm.config.max_tokens)
+        reservation = self.budget.reserve(room.name, pool, prompt + max_tokens, day)
+        if isinstance(reservation, str):
+            self.refused[reservation] += 1
+            raise NoBudget("the server's daily LLM budget is spent" if reservation == "day"
+                           else f"the room's LLM budget for {pool} is spent")
+        used = prompt  # what a failed call is charged: the endpoint may have read the prompt
+        try:
+            text, tokens = await self.llm.complete(messages, json_mode=json_mode, stream=stream,
+                                                   max_tokens=max_tokens)
+            used = tokens or prompt + estimate_tokens(text)
+            return text
+        finally:
+            charged = self.budget.settle(reservation, used)
+            self._persist(room, pool, day, charged)
+
+    def _load(self, room: Room, day: str) -> None:
+        if not self.budget.known(room.name):
+            self.budget.load_room(room.name, {"notes": room.record.llm_tokens_notes,
+                                              "visitors": room.record.llm_tokens_visitors})
+        store = self.rooms.store
+        if day != self.budget.day:
+            self.budget.load_day(day, store.daily_tokens(day) if store is not None else 0)
+
+    def _persist(self, room: Room, pool: str, day: str, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        if pool == "notes":
+            room.record.llm_tokens_notes += tokens
+        else:
+            room.record.llm_tokens_visitors += tokens
+        store = self.rooms.store
+        if store is None:
+            return
+        try:
+            store.add_llm_tokens(room.name, pool, tokens)
+        except Exception:  # RoomGone (deleted meanwhile), a failing disk: the spend is still counted in memory
+            log.info("room %s: storing LLM spend failed", room.name, exc_info=True)
+        try:
+            store.add_daily_tokens(day, tokens)
+        except Exception:
+            log.warning("storing the daily LLM spend failed", exc_info=True)
+
+    # ---------------------------------------------------------------- summary and questions
+
+    async def summarize(self, room: Room, pool: str = "visitors") -> str:
+        """The summary of the lecture so far (Markdown), published as a `summary` event and kept for /summary; the
+        stored one when it already covers every final (a summary is only made again when the transcript grew)."""
         finals = list(room.finals)
+        if room.summary and room.summary_finals == len(finals):
+            return room.summary
         source, markdown = "extractive", ""
-        if self.llm is not None and finals and room.llm_tokens < self.room_token_budget:
+        if self.llm is not None and finals:
             messages = summary_request(finals, room.notes.bullets, budget_tokens=self.window_tokens * 2,
                                        glossary=room.glossary, language=self.language or "the lecture's language")
             try:
-                text, tokens = await self._complete_text(messages)
-                room.llm_tokens += tokens
-                markdown, source = check_summary(text), "llm"
-            except (LLMError, ValueError) as exc:
-                self.failures += 1
-                log.warning("room %s: LLM summary failed (%s); extractive summary instead", room.name, exc)
+                markdown, source = check_summary(await self._call(room, pool, messages, self.llm.config.max_tokens)), \
+                    "llm"
+            except (LLMError, ValueError, NoBudget) as exc:
+                self.failures += not isinstance(exc, NoBudget)
+                log.warning("room %s: no LLM summary (%s); extractive summary instead", room.name, exc)
         if not markdown:
-            markdown = extractive_summary(finals, room.notes.bullets, room.name)
-        room.summary = markdown
+            markdown = await self.offload.run(extractive_summary, finals, list(room.notes.bullets), room.name)
         room.publish(Summary(source, len(finals), markdown))
         return markdown
 
+    def _retrieve(self, name: str, finals: list[dict], question: str) -> list[dict]:
+        """Runs on the offload thread: extend the room's index with the finals it has not seen, then search it."""
+        index = self._indexes.setdefault(name, TranscriptIndex())
+        for position in range(len(index), len(finals)):
+            index.add(position, finals[position]["text"])
+        return retrieve(index, finals, question)
+
     async def ask(self, room: Room, question: str) -> dict:
-        """An answer grounded in the transcript so far, citing the segments (and their times) it used."""
-        finals = list(room.finals)
-        excerpts = retrieve(finals, question)
+        """An answer grounded in the transcript so far, citing the segments (and their times) it used. Nothing in
+        the transcript resembles the question: no LLM call, the answer says the lecture did not cover it."""
+        excerpts = await self.offload.run(self._retrieve, room.name, list(room.finals), question)
         citations = [{"id": f["id"], "start": f["start"]} for f in excerpts]
-        if self.llm is not None and excerpts and room.llm_tokens < self.room_token_budget:
+        if self.llm is not None and excerpts:
             try:
-                text, tokens = await self._complete_text(ask_request(question, excerpts), stream=True)
-                room.llm_tokens += tokens
+                text = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
+                                        stream=True)
                 return {"answer": text.strip(), "source": "llm", "citations": citations}
-            except LLMError as exc:
-                self.failures += 1
-                log.warning("room %s: LLM answer failed (%s); extractive answer instead", room.name, exc)
+            except (LLMError, NoBudget) as exc:
+                self.failures += not isinstance(exc, NoBudget)
+                log.warning("room %s: no LLM answer (%s); extractive answer instead", room.name, exc)
         return {"answer": extractive_answer(excerpts), "source": "extractive", "citations": citations}
 
-    async def _complete_text(self, messages: list[dict[str, str]], stream: bool = False) -> tuple[str, int]:
-        assert self.llm is not None
-        return await self.llm.complete(messages, json_mode=False, stream=stream)
+    # ---------------------------------------------------------------- notes
 
     async def update(self, room: Room) -> None:
         """Recompute the room's notes now (also used at stop, whatever the schedule says)."""
-        if room.notes_schedule.new_words == 0 or room.notes_busy:
+        if room.notes_schedule.new_words == 0 or room.notes_busy or room.deleted:
             return
         room.notes_busy = True
         started = time.monotonic()
@@ -125,31 +239,28 @@ class NotesService:
         try:
             proposal, source = await self._propose(room, finals)
             change = room.notes.apply(proposal, source, known_segments=len(finals))
-        except (InvalidNotes, LLMError) as exc:
-            self.failures += 1
+        except (InvalidNotes, LLMError, NoBudget) as exc:
+            self.failures += not isinstance(exc, NoBudget)
             log.warning("room %s: notes update rejected: %s", room.name, exc)
             return
         finally:
             room.notes_busy = False
         room.notes_first_new = len(finals)
         self.last_latency_s = time.monotonic() - started
-        if change is not None:
+        if change is not None and room.publish(Notes(change.version, change.source,
+                                                     [b.to_dict() for b in change.bullets],
+                                                     change.added, change.changed, change.removed)) is not None:
             self.updates += 1
-            room.publish(Notes(change.version, change.source, [b.to_dict() for b in change.bullets],
-                               change.added, change.changed, change.removed))
 
     async def _propose(self, room: Room, finals: list[dict]) -> tuple[list[Bullet], str]:
-        if self.llm is not None and room.llm_tokens >= self.room_token_budget and room.notes.source == "llm":
-            raise LLMError("the room's LLM token budget is spent; its notes stay as they are")
-        if self.llm is not None and room.llm_tokens < self.room_token_budget:
+        if self.llm is not None:
             request = build_request(room.notes.bullets if room.notes.source == "llm" else [], finals,
                                     room.notes_first_new, budget_tokens=self.window_tokens, glossary=room.glossary,
                                     language=self.language or "the language of the lecture")
             try:
-                text, tokens = await self.llm.complete(request.messages)
-                room.llm_tokens += tokens or request.tokens
+                text = await self._call(room, "notes", request.messages, self.llm.config.max_tokens, json_mode=True)
                 return parse_answer(text, len(finals)), "llm"
-            except (LLMError, InvalidNotes):
+            except (LLMError, InvalidNotes, NoBudget):
                 if room.notes.source == "llm":
                     raise  # keep the LLM's notes rather than replacing them with extractive ones
                 self.failures += 1

@@ -10,9 +10,8 @@ import json
 import re
 from typing import Any
 
-import numpy as np
-
-from realtime.notes.extractive import content_words, extract, key_terms, sentences, tfidf
+from realtime.notes.extractive import content_words, extract, sentences, top_terms
+from realtime.notes.index import TranscriptIndex
 from realtime.notes.prompt import estimate_tokens
 from realtime.notes.state import Bullet
 
@@ -52,8 +51,7 @@ def extractive_summary(finals: list[dict[str, Any]], bullets: list[Bullet], room
     sents = sentences(segments, min_words=4)
     if not sents:
         return f"# {room}\n\nNothing was said yet.\n"
-    matrix, vocab = tfidf([content_words(s.text) for s in sents])
-    terms = key_terms(matrix, vocab, 5)
+    terms = top_terms([content_words(s.text) for s in sents], 5)
     points = bullets or extract(segments, 8)
     lines = [f"# {room}: {', '.join(terms[:3])}" if terms else f"# {room}", ""]
     lines += [f"**Core topic:** {_plain(points[0].text) if points else sents[0].text}", "", "## Main points"]
@@ -100,17 +98,10 @@ def check_summary(markdown: str) -> str:
     return text + "\n"
 
 
-def retrieve(finals: list[dict[str, Any]], question: str, k: int = 4) -> list[dict[str, Any]]:
-    """The k finals most similar to the question (TF-IDF cosine), in lecture order."""
-    docs = [content_words(f["text"]) for f in finals] + [content_words(question)]
-    if not finals or not docs[-1]:
-        return []
-    matrix, _ = tfidf(docs)
-    norms = np.linalg.norm(matrix, axis=1)
-    q = matrix[-1]
-    scores = [(float(matrix[i] @ q / (norms[i] * norms[-1])) if norms[i] else 0.0) for i in range(len(finals))]
-    best = [i for i in np.argsort(scores)[::-1][:k] if scores[i] > 0]
-    return [finals[i] for i in sorted(best)]
+def retrieve(index: TranscriptIndex, finals: list[dict[str, Any]], question: str, k: int = 4) -> list[dict[str, Any]]:
+    """The k finals that best match the question (BM25 over `index`, which holds finals[i] at position i), in
+    lecture order. Costs the postings of the question's words, not the whole transcript."""
+    return [finals[i] for i in index.search(question, k) if i < len(finals)]
 
 
 def ask_request(question: str, excerpts: list[dict[str, Any]]) -> list[dict[str, str]]:

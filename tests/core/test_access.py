@@ -1,5 +1,5 @@
 """Access rules without a server: keys and their hashes, loopback binds, bearer headers, slugs, the Gate and the
-audio token bucket."""
+client addresses."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from realtime.access import (
     Gate,
-    TokenBucket,
     bearer,
+    client_address,
     hash_key,
     is_loopback,
     key_matches,
@@ -179,51 +179,6 @@ def test_private_open_room_without_speaker_key() -> None:
     assert gate.may_view(VK_HASH, None, SPEAKER) is False
 
 
-# ---------------------------------------------------------------- audio budget
-
-
-def test_rate_zero_is_unlimited() -> None:
-    budget = TokenBucket(0, 1.0, now=0.0)
-    assert [budget.spend(100.0, now=0.0) for _ in range(5)] == [0.0] * 5
-
-
-def test_the_burst_at_once_waits_nothing() -> None:
-    budget = TokenBucket(2.0, 5.0, now=10.0)
-    assert budget.spend(5.0, now=10.0) == 0.0
-    assert budget.spend(0.0, now=10.0) == 0.0
-
-
-def test_beyond_the_burst_the_wait_is_deficit_over_rate() -> None:
-    budget = TokenBucket(2.0, 5.0, now=10.0)
-    assert budget.spend(4.0, now=10.0) == 0.0
-    assert budget.spend(3.0, now=10.0) == pytest.approx(1.0)  # 2 s over at 2 s/s
-    budget = TokenBucket(4.0, 1.0, now=0.0)
-    assert budget.spend(3.0, now=0.0) == pytest.approx(0.5)
-    assert budget.spend(1.0, now=0.5) == pytest.approx(0.25)  # the debt was paid by the wait; 1 s more at 4 s/s
-
-
-def test_refill_never_exceeds_the_burst() -> None:
-    budget = TokenBucket(2.0, 3.0, now=0.0)
-    assert budget.spend(3.0, now=0.0) == 0.0
-    assert budget.spend(0.0, now=1000.0) == 0.0
-    assert budget.tokens == 3.0
-    assert budget.spend(4.0, now=1000.0) == pytest.approx(0.5)  # only 3 s were banked, not 2000
-
-
-def test_a_fast_sender_is_held_to_the_rate() -> None:
-    rate, burst, packet = 2.0, 2.0, 0.1
-    budget = TokenBucket(rate, burst, now=0.0)
-    now, sent, waited = 0.0, 0.0, 0.0
-    while now < 60.0:  # a simulated minute; the sender produces audio at 10x real time
-        wait = budget.spend(packet, now)
-        sent += packet
-        waited += wait
-        now += wait + packet / 10
-    assert waited > 40.0  # it was throttled most of the time
-    assert (sent - burst) / now == pytest.approx(rate, rel=0.02)
-    assert sent <= burst + rate * now + packet
-
-
 def test_open_rooms_are_not_for_a_reverse_proxys_clients() -> None:
     assert open_rooms_allowed("127.0.0.1", False) and not open_rooms_allowed("127.0.0.1", False, "https://c.edu")
     gate = Gate(open_rooms=True)
@@ -231,3 +186,21 @@ def test_open_rooms_are_not_for_a_reverse_proxys_clients() -> None:
     assert gate.publish_refusal(None, None, local=False) == "key_required"
     assert proxied({"X-Forwarded-For": "203.0.113.9"}) and proxied({"Forwarded": "for=203.0.113.9"})
     assert proxied({"X-Real-IP": "203.0.113.9"}) and not proxied({"Host": "127.0.0.1:8000"})
+
+
+def test_open_rooms_must_be_asked_for() -> None:
+    assert not open_rooms_allowed("127.0.0.1", False, "", requested=False)
+    assert open_rooms_allowed("127.0.0.1", False, "", requested=True)
+    assert not open_rooms_allowed("0.0.0.0", False, "", requested=True)
+
+
+@pytest.mark.parametrize("peer, headers, expected", [
+    ("203.0.113.9", {}, "203.0.113.9"),
+    ("203.0.113.9", {"X-Forwarded-For": "10.0.0.1"}, "203.0.113.9"),  # not our proxy: its headers say nothing
+    ("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),  # the hop our proxy appended
+    ("127.0.0.1", {"X-Real-IP": "198.51.100.8"}, "198.51.100.8"),
+    ("::1", {}, "::1"),
+    (None, {}, "unknown"),
+])
+def test_client_address_trusts_only_a_local_proxy(peer, headers, expected) -> None:
+    assert client_address(peer, headers) == expected

@@ -38,3 +38,22 @@ def test_policy():
     assert not policy.cross_origin("https://captions.example.edu", "captions.example.edu")
     assert not policy.cross_origin("https://evil.example", "captions.example.edu")
     assert OriginPolicy("*").allows("https://anyone.example", "x") and OriginPolicy("*").allows("null", "x")
+
+
+def test_host_policy_with_open_rooms_serves_only_loopback_names() -> None:
+    from realtime.origins import HostPolicy
+
+    policy = HostPolicy(open_rooms=True)
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "127.5.5.5", "LOCALHOST"):
+        assert policy.allows(host), host
+    for host in ("rebind.evil.example:8000", "127.0.0.1.nip.io", "", None, "a b", "[::1"):
+        assert not policy.allows(host), host
+
+
+def test_host_policy_with_a_public_url_serves_its_host_and_loopback() -> None:
+    from realtime.origins import HostPolicy
+
+    policy = HostPolicy(open_rooms=False, public_url="https://captions.example.edu")
+    assert policy.allows("captions.example.edu") and policy.allows("Captions.Example.edu:443")
+    assert policy.allows("127.0.0.1:8000") and not policy.allows("evil.example")
+    assert HostPolicy(open_rooms=False).allows("anything.example")  # a LAN server with no public URL

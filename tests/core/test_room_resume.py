@@ -163,6 +163,12 @@ class RecordingStore(SQLiteStore):
         super().reserve_seq(room, upto)
 
 
+def room_in(store: SQLiteStore, name: str = "r") -> Room:
+    """A room that exists in `store` (no write creates one)."""
+    store.add_room(RoomRecord(name))
+    return Room(name, store)
+
+
 class BrokenStore(SQLiteStore):
     def save_final(self, room: str, final: dict[str, Any], audio_s: float) -> None:
         raise OSError("disk full")
@@ -170,7 +176,7 @@ class BrokenStore(SQLiteStore):
 
 async def test_a_final_is_stored_before_anyone_is_sent_it() -> None:
     store = RecordingStore(":memory:")
-    room = store.room = Room("r", store)
+    room = store.room = room_in(store)
     a, b = Connection("listener", 16), Connection("speaker", 16)
     room.join(a, Hello("r", "listener"))
     room.join(b, Hello("r", "speaker"))
@@ -183,7 +189,7 @@ async def test_a_final_is_stored_before_anyone_is_sent_it() -> None:
 
 async def test_seqs_are_reserved_in_blocks() -> None:
     store = RecordingStore(":memory:")
-    room = Room("r", store)
+    room = room_in(store, "r")
     for i in range(2 * SEQ_BLOCK + 500):
         room.publish(Partial(i, float(i), "w", ""))
     assert room.seq == 2 * SEQ_BLOCK + 500
@@ -194,7 +200,7 @@ async def test_seqs_are_reserved_in_blocks() -> None:
 async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Path) -> None:
     path = str(tmp_path / "rooms.db")
     store = SQLiteStore(path)
-    room = Room("r", store)
+    room = room_in(store, "r")
     lecture(room)
     room.publish(final(2))  # seq 9
     store.close()
@@ -232,7 +238,7 @@ async def test_restore_seq_is_above_every_stored_final() -> None:
 
 
 async def test_a_failing_store_does_not_stop_the_captions() -> None:
-    room = Room("r", BrokenStore(":memory:"))
+    room = room_in(BrokenStore(":memory:"))
     conn = Connection("listener", 16)
     room.join(conn, Hello("r", "listener"))
     room.publish(final(0))
@@ -245,7 +251,7 @@ async def test_a_failing_store_does_not_stop_the_captions() -> None:
 
 async def test_rooms_load_lazily_and_forget_keeps_store_errors() -> None:
     store = SQLiteStore(":memory:")
-    Room("lec", store).publish(final(0))
+    room_in(store, "lec").publish(final(0))
     rooms = Rooms(store, notes_interval_s=7.0, notes_min_words=3)
     assert len(rooms) == 0
     assert rooms.find("nope") is None
@@ -282,7 +288,7 @@ class FlakyReserveStore(SQLiteStore):
 
 async def test_a_failed_reservation_is_retried_and_loses_no_final() -> None:
     store = FlakyReserveStore(":memory:")
-    room = Room("r", store)
+    room = room_in(store, "r")
     room.publish(final(0))  # its reservation fails: the final is stored all the same
     room.publish(final(1))  # and the reservation is retried here
     for i in range(5):
@@ -296,11 +302,25 @@ async def test_a_failed_reservation_is_retried_and_loses_no_final() -> None:
 
 async def test_final_ids_continue_after_a_gap_in_the_store() -> None:
     store = SQLiteStore(":memory:")
-    room = Room("r", store)
+    room = room_in(store, "r")
     for i in range(3):
         room.publish(final(i))
     store.delete_room("r")  # as if the write of final 0 and 1 had failed: only final 2 is stored
+    store.add_room(RoomRecord("r"))
     store.save_final("r", room.finals[2], 3.0)
     again = Room.restore(store.load_room("r"), store)
     assert again.publish(final(3))["id"] == 3  # not 1: that would overwrite a stored final
     assert [f["id"] for f in store.load_room("r").finals] == [2, 3]
+
+
+async def test_a_room_deleted_from_the_store_publishes_nothing_more() -> None:
+    store = SQLiteStore(":memory:")
+    room = room_in(store)
+    conn = Connection("listener", 16)
+    room.join(conn, Hello("r", "listener"))
+    room.publish(final(0))
+    store.delete_room("r")  # by `realtime room delete`, while the server runs
+    assert room.publish(final(1)) is None and room.deleted
+    assert room.publish(Partial(2, 1.0, "a", "")) is None
+    assert [e.get("code") or e["type"] for e in drain(conn)] == ["hello", "final", "no_such_room"]
+    assert conn.close_code == 4404 and store.get_room("r") is None

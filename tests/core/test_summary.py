@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from realtime.notes.index import TranscriptIndex
 from realtime.notes.summary import check_summary, extractive_answer, extractive_summary, retrieve
 
 FINALS = [
@@ -33,9 +34,17 @@ def test_llm_summary_without_the_structure_is_refused():
     assert check_summary("```markdown\n# T\n## Main points\n1. **a**: b\n## Conclusion\nc\n```").startswith("# T")
 
 
+def index_of(finals):
+    index = TranscriptIndex()
+    for i, f in enumerate(finals):
+        index.add(i, f["text"])
+    return index
+
+
 def test_retrieval_finds_the_grounding_segments():
-    hits = retrieve(FINALS, "What does the active site bind?")
+    index = index_of(FINALS)
+    hits = retrieve(index, FINALS, "What does the active site bind?")
     assert hits and hits[0]["id"] == 2
-    assert retrieve(FINALS, "quantum chromodynamics") == []
+    assert retrieve(index, FINALS, "quantum chromodynamics") == []
     answer = extractive_answer(hits)
     assert "[0:18]" in answer and "substrate" in answer

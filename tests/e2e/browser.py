@@ -6,6 +6,7 @@ once, in real time, from the moment the page opens the device (`%noloop`), then 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -45,6 +46,14 @@ class ConsoleErrors(list):
     def watch(self, page, name: str) -> None:
         page.on("console", lambda m: self.append(f"{name}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.append(f"{name}: {e}"))
+
+
+async def wait_js(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Wait until a JS expression is true in the page. Not `page.wait_for_function`: it eval()s its predicate on
+    every poll, which the pages' CSP (no 'unsafe-eval') refuses; here it is compiled once, by DevTools' own
+    evaluation (which CSP does not govern), and polled in the page."""
+    poll = f"new Promise((done) => {{ const p = () => ({expression}) ? done(true) : setTimeout(p, 50); p(); }})"
+    await asyncio.wait_for(page.evaluate(poll), timeout_s)
 
 
 # Records every widget event with the wall-clock time it was rendered (the widget renders synchronously first).

@@ -11,7 +11,7 @@ import pytest
 
 from realtime.latency import summary, word_latencies
 from tests.conftest import ARTIFACTS, ServerProcess, free_port
-from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium, host_site, mic_args
+from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium, host_site, mic_args, wait_js
 from tests.speech import english, make_lecture, wer, write_wav
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ async def test_lecturer_page_to_viewer_and_embedded_widget(web_server, host_port
         await speaker.click("#go")  # stop: the last utterance is finalised
         await speaker.locator("#conn", has_text="stopped").wait_for(timeout=30000)
         for page in (viewer, embedded):
-            await page.wait_for_function("window.__events.some((e) => e.type === 'status' && e.state === 'stopped')")
+            await wait_js(page, "window.__events.some((e) => e.type === 'status' && e.state === 'stopped')")
         await viewer.screenshot(path=str(ARTIFACTS / "viewer.png"))
         await embedded.screenshot(path=str(ARTIFACTS / "widget.png"))
 

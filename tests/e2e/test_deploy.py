@@ -305,7 +305,9 @@ async def test_through_nginx(nginx: Nginx, idle: Idle, clip: Clip, trust: ssl.SS
     assert headers.get("Strict-Transport-Security", "").startswith("max-age=")
     status, _, body = get(nginx.https + "/", trust)
     assert status == 200 and b"<realtime-captions" in body
-    status, _, _ = get(nginx.https + "/metrics", trust)  # the test client is 127.0.0.1: allowed
+    status, _, _ = get(nginx.https + "/metrics", trust)  # nginx lets 127.0.0.1 through; the server wants the key
+    assert status == 401
+    status, _, _ = get(nginx.https + "/metrics", trust, {"Authorization": f"Bearer {ADMIN}"})
     assert status == 200
     # a page the server served, seen through the proxy: its https origin matches the Host nginx passes on
     async with websockets.connect(nginx.wss + "/ws/listen/deploy-origin", ssl=trust,
@@ -416,7 +418,9 @@ async def test_through_caddy(caddy_exe: str, backend: ServerProcess, clip: Clip,
         assert status in (301, 308) and headers["Location"].startswith("https://localhost")  # 443 in production
         assert headers["Location"].endswith("/healthz")
         status, _, _ = get(base + "/metrics", trust_caddy)
-        assert status == 200  # from 127.0.0.1
+        assert status == 401  # Caddy lets 127.0.0.1 through; the server wants the admin key
+        status, _, _ = get(base + "/metrics", trust_caddy, {"Authorization": f"Bearer {ADMIN}"})
+        assert status == 200
         await check_stream(f"wss://localhost:{https_port}", "deploy-caddy", clip, trust_caddy)
     finally:
         stop(proc)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
 
 from realtime.client import stream_audio
 from tests.conftest import ServerProcess
-from tests.e2e.browser import FAKE_DEVICE, FAKE_UI, ConsoleErrors, chromium, mic_args
-from tests.speech import english, wer, write_wav
+from tests.e2e.browser import FAKE_DEVICE, FAKE_UI, ConsoleErrors, chromium, mic_args, wait_js
+from tests.speech import ROOT, english, wer, write_wav
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +32,23 @@ async def message_after_start(url: str, *args: str) -> str:
         return await page.inner_text("#message")
 
 
-async def test_human_messages_for_microphone_problems(small_server):
-    insecure = small_server.http.replace("127.0.0.1", "lecture.test") + "/speak"
+@pytest.fixture
+async def plain_pages():
+    """The lecturer page from a plain static server: a server with open rooms answers only loopback host names (and
+    the page's insecure-context message needs none of the server)."""
+    app = web.Application()
+    app.router.add_get("/speak", lambda _: web.FileResponse(ROOT / "static" / "speak.html"))
+    app.router.add_static("/static/", ROOT / "static")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://lecture.test:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_human_messages_for_microphone_problems(small_server, plain_pages):
+    insecure = plain_pages + "/speak"
     text = await message_after_start(insecure, "--host-resolver-rules=MAP lecture.test 127.0.0.1")
     assert "secure page" in text and "HTTPS" in text and "Deployment" in text
     assert "refused the microphone" in await message_after_start(small_server.http + "/speak", FAKE_DEVICE)
@@ -59,12 +75,12 @@ async def test_blip_and_full_server_lose_no_audio(small_server, clips, tmp_path)
         await hold
         await page.locator("#conn", has_text="live").wait_for(timeout=30000)
         # A blip mid-lecture: the socket drops; capture goes on into the buffer and is sent after reconnecting.
-        await page.wait_for_function(f"realtimeSpeaker.capturedBytes > {duration * 0.4 * 32000}")
+        await wait_js(page, f"realtimeSpeaker.capturedBytes > {duration * 0.4 * 32000}")
         await page.evaluate("realtimeSpeaker.retry = 2; realtimeSpeaker.ws.close()")
         await page.locator("#conn", has_text="reconnecting").wait_for()
-        await page.wait_for_function("realtimeSpeaker.bufferedBytes >= 16000")  # half a second kept while down
+        await wait_js(page, "realtimeSpeaker.bufferedBytes >= 16000")  # half a second kept while down
         await page.locator("#conn", has_text="live").wait_for(timeout=30000)
-        await page.wait_for_function(f"realtimeSpeaker.capturedBytes > {(duration + 0.5) * 32000}")
+        await wait_js(page, f"realtimeSpeaker.capturedBytes > {(duration + 0.5) * 32000}")
         await page.click("#go")
         await page.locator("#conn", has_text="stopped").wait_for(timeout=30000)
         state = await page.evaluate("({sent: realtimeSpeaker.sentBytes, captured: realtimeSpeaker.capturedBytes,"

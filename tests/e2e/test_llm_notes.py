@@ -87,7 +87,8 @@ async def test_llm_summary_and_answers(llm_server, fake_llm, clips):
         None, lambda: urllib.request.urlopen(llm_server.http + "/v1/rooms/llm-3/summary", timeout=20).read())
     assert summary.decode().startswith("# A lecture")  # the LLM's summary, checked and kept
     req = urllib.request.Request(llm_server.http + "/v1/rooms/llm-3/ask", method="POST",
-                                 data=json.dumps({"question": result.finals[0]["text"]}).encode())
+                                 data=json.dumps({"question": result.finals[0]["text"]}).encode(),
+                                 headers={"Content-Type": "application/json"})
     body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=20).read())
     answer = json.loads(body)
     assert answer["source"] == "llm" and "[0:" in answer["answer"] and answer["citations"]

@@ -117,7 +117,7 @@ async def test_who_may_publish_and_view(keyed, rooms, clips):
             assert hello["type"] == "hello" and hello["room"] == "chem-2"
             await ws.send(b"\x00\x00")  # a viewer cannot publish
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "not_a_speaker"
-    assert http(keyed, "GET", "/v1/rooms/chem-2/transcript")[0] == 401
+    assert http(keyed, "GET", "/v1/rooms/chem-2/transcript")[0] == 404  # a private room is no room without a key
     assert http(keyed, "GET", "/v1/rooms/chem-2/transcript", key=chem["viewer_key"])[0] == 200
     # The speaker key publishes.
     clip = english(clips)[0]
@@ -150,14 +150,15 @@ def test_exports_parse_and_round_trip(keyed, rooms):
     assert md.startswith("# Physics 101") and "## Notes" in md
     status, body = http(keyed, "GET", "/v1/rooms/physics-101/export?format=doc")
     assert status == 400 and json.loads(body)["code"] == "bad_message"
-    assert http(keyed, "GET", "/v1/rooms/chem-2/export?format=srt")[0] == 401
+    assert http(keyed, "GET", "/v1/rooms/chem-2/export?format=srt")[0] == 404
     cli = subprocess.run([sys.executable, "-m", "realtime", "export", "physics-101", "--format", "vtt",
                           "--server", keyed.url], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert cli.returncode == 0 and cli.stdout == http(keyed, "GET", "/v1/rooms/physics-101/export?format=vtt")[1]
 
 
 def test_metrics_in_prometheus_format(keyed, rooms):
-    status, body = http(keyed, "GET", "/metrics")
+    assert http(keyed, "GET", "/metrics")[0] == 401  # monitoring is for the admin
+    status, body = http(keyed, "GET", "/metrics", key=ADMIN)
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(body)}
     value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}

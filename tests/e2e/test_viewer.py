@@ -7,7 +7,7 @@ import pytest
 
 from realtime.client import stream_audio
 from tests.conftest import ARTIFACTS
-from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium
+from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium, wait_js
 from tests.speech import english
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ async def test_viewer_shows_captions_notes_updates_and_answers(server, clips):
                                       ".map((e) => e.version))")
         for clip in more:
             await stream_audio(server.url, "viewer-1", clip.samples(), speed=0, language="en")
-        await page.wait_for_function(f"window.__events.some((e) => e.type === 'notes' && e.version > {version})")
+        await wait_js(page, f"window.__events.some((e) => e.type === 'notes' && e.version > {version})")
         finals = await page.locator("realtime-captions .final").all_inner_texts()
         assert len(finals) >= 4
 
@@ -64,7 +64,7 @@ async def test_viewer_shows_captions_notes_updates_and_answers(server, clips):
         caption = finals[-1].split(maxsplit=1)[1]  # "0:00:12 text": ask about words the lecture really contains
         await page.fill("#question", f"What was said about {caption}?")
         await page.click("#ask button")
-        await page.wait_for_function("document.querySelector('#answer').innerText.includes('[0:')")
+        await wait_js(page, "document.querySelector('#answer').innerText.includes('[0:')")
         await page.set_viewport_size({"width": 1300, "height": 800})
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "viewer-notes.png"))

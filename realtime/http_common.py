@@ -1,0 +1,78 @@
+"""What the HTTP endpoints share: JSON errors, JSON bodies, the client's address, and the admin key with its
+throttle of wrong guesses."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from aiohttp import web
+
+from realtime.access import bearer, client_address, is_loopback, proxied
+from realtime.appkeys import GATE, LIMITS
+from realtime.protocol import BAD_KEY, BAD_MESSAGE, KEY_REQUIRED, RATE_LIMITED, encodable
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"type": "error", "code": code, "message": message}, status=status, headers=headers)
+
+
+class BadBody(Exception):
+    """A request body that is not the JSON object an endpoint reads; carries the answer to send."""
+
+    def __init__(self, response: web.Response):
+        self.response = response
+
+
+async def read_json(request: web.Request) -> dict:
+    """The request's JSON object. Anything but `Content-Type: application/json` is refused with 415 (a cross-site
+    form or `text/plain` POST, which browsers send without asking CORS first, cannot reach an endpoint); bad JSON, an
+    unknown charset, lone surrogates, a body that is not an object: 400."""
+    if request.content_type != "application/json":
+        raise BadBody(error(415, BAD_MESSAGE, "send the body as JSON with Content-Type: application/json"))
+    try:
+        body = await request.json()
+    except (ValueError, LookupError, UnicodeError):
+        body = None
+    if not isinstance(body, dict) or not encodable(body):
+        raise BadBody(error(400, BAD_MESSAGE, "the body must be a JSON object"))
+    return body
+
+
+def client_of(request: web.Request) -> str:
+    return client_address(request.remote, request.headers)
+
+
+def retry_after(status: int, code: str, message: str, wait_s: float) -> web.Response:
+    return error(status, code, message, {"Retry-After": str(max(1, math.ceil(wait_s)))})
+
+
+def admin_failure(request: web.Request) -> web.Response | None:
+    """Count a wrong admin key against its client; 429 once a client has failed too often (10, then one per 6 s),
+    so that a chosen admin key cannot be guessed at network speed."""
+    wait = request.app[LIMITS].admin.take(client_of(request), time.monotonic())
+    if wait > 0:
+        return retry_after(429, RATE_LIMITED, "too many wrong keys from your address; wait", wait)
+    return None
+
+
+def admin_refusal(request: web.Request) -> web.Response | None:
+    """None when the request carries the admin key; else the answer (401, 403, or 429 for a client that keeps
+    trying wrong keys)."""
+    gate = request.app[GATE]
+    if not gate.has_admin:
+        return error(403, KEY_REQUIRED, "this server has no admin key (it runs as a loopback quick start): make "
+                                        "rooms with `realtime room create`, or set REALTIME_ADMIN_KEY")
+    blocked = request.app[LIMITS].admin.blocked(client_of(request), time.monotonic())
+    if blocked > 0:
+        return retry_after(429, RATE_LIMITED, "too many wrong keys from your address; wait", blocked)
+    key = bearer(request.headers.get("Authorization"))
+    if gate.is_admin(key):
+        return None
+    return admin_failure(request) or error(401, BAD_KEY if key else KEY_REQUIRED,
+                                           "send the admin key as Authorization: Bearer <key>")
+
+
+def is_local(request: web.Request) -> bool:
+    """A request from this machine that no proxy relayed."""
+    return bool(request.remote) and is_loopback(request.remote or "") and not proxied(request.headers)
