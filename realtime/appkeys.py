@@ -34,10 +34,11 @@ class ServerStats:
 
 @dataclass
 class Limits:
-    """Per-client limits of the HTTP API: questions and summaries (`asks`), and failed admin keys (`admin`)."""
+    """Per-client limits: questions and summaries (`asks`), and keys that opened nothing (`keys`, HTTP and
+    WebSocket alike)."""
 
     asks: ClientBuckets
-    admin: ClientBuckets = field(default_factory=lambda: ClientBuckets(rate=1 / 6, burst=10))
+    keys: ClientBuckets = field(default_factory=lambda: ClientBuckets(rate=1 / 6, burst=10))
 
 
 ENGINE = web.AppKey("engine", Engine)

@@ -25,7 +25,7 @@ from realtime.appkeys import (
     SETTINGS,
     STORE,
 )
-from realtime.http_common import BadBody, admin_failure, admin_refusal, error, read_json
+from realtime.http_common import BadBody, admin_refusal, error, key_blocked, read_json, wrong_key
 from realtime.protocol import (
     BAD_HOST,
     BAD_MESSAGE,
@@ -54,22 +54,23 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/v1/rooms/{room}", update_room)
     app.router.add_delete("/v1/rooms/{room}", delete_room)
     http_content.add_routes(app)
+    app.middlewares.append(guard)  # before CORS: a preflight for a foreign Host is 421 too
     app.middlewares.append(cors)
-    app.middlewares.append(guard)
     app.middlewares.append(json_errors)
 
 
 @web.middleware
 async def guard(request: web.Request, handler) -> web.StreamResponse:
     """Every request, WebSocket handshakes included: a Host this server does not answer to is 421 (a DNS-rebinding
-    page names its own host); a state-changing request from a page whose Origin is not allowed is 403 (CSRF)."""
+    page names its own host); a state-changing request from a page whose Origin is not allowed is 403 (CSRF); a
+    request with a key from a client throttled for wrong keys is 429."""
     if not request.app[HOSTS].allows(request.headers.get("Host")):
         return error(421, BAD_HOST, "this server does not answer to that host name")
     origin = request.headers.get("Origin")
     if request.method in STATE_CHANGING and origin is not None and \
             not request.app[ORIGINS].allows(origin, request.host):
         return error(403, ORIGIN_NOT_ALLOWED, f"pages from {origin} may not change anything here (--allowed-origins)")
-    return await handler(request)
+    return key_blocked(request) or await handler(request)
 
 
 @web.middleware
@@ -112,8 +113,8 @@ async def list_rooms(request: web.Request) -> web.Response:
     """Public rooms for everyone; private ones too for the admin."""
     key = bearer(request.headers.get("Authorization"))
     admin = request.app[GATE].is_admin(key)
-    if key and not admin and request.app[GATE].has_admin:
-        refusal = admin_failure(request)
+    if key and not admin:
+        refusal = wrong_key(request)
         if refusal is not None:
             return refusal
     live = {r.name: r for r in request.app[ROOMS]}
@@ -172,8 +173,8 @@ async def update_room(request: web.Request) -> web.Response:
     key = bearer(request.headers.get("Authorization"))
     gate = request.app[GATE]
     if room is None or not (gate.is_admin(key) or gate.is_speaker(room.record.speaker_key_hash, key)):
-        if key and gate.has_admin and not gate.is_admin(key):
-            refusal = admin_failure(request)
+        if key:
+            refusal = wrong_key(request)
             if refusal is not None:
                 return refusal
         return http_content.no_such_room(room)

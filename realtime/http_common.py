@@ -32,7 +32,7 @@ async def read_json(request: web.Request) -> dict:
         raise BadBody(error(415, BAD_MESSAGE, "send the body as JSON with Content-Type: application/json"))
     try:
         body = await request.json()
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, RecursionError):
         body = None
     if not isinstance(body, dict) or not encodable(body):
         raise BadBody(error(400, BAD_MESSAGE, "the body must be a JSON object"))
@@ -47,30 +47,38 @@ def retry_after(status: int, code: str, message: str, wait_s: float) -> web.Resp
     return error(status, code, message, {"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
-def admin_failure(request: web.Request) -> web.Response | None:
-    """Count a wrong admin key against its client; 429 once a client has failed too often (10, then one per 6 s),
-    so that a chosen admin key cannot be guessed at network speed."""
-    wait = request.app[LIMITS].admin.take(client_of(request), time.monotonic())
-    if wait > 0:
-        return retry_after(429, RATE_LIMITED, "too many wrong keys from your address; wait", wait)
-    return None
+WRONG_KEYS = "too many wrong keys from your address; wait"
+
+
+def key_blocked(request: web.Request) -> web.Response | None:
+    """429 for a request that presents a key while its client is throttled for wrong ones — the right key as well
+    as a wrong one, so a guesser cannot tell which guess was right without waiting."""
+    if bearer(request.headers.get("Authorization")) is None:
+        return None
+    blocked = request.app[LIMITS].keys.blocked(client_of(request), time.monotonic())
+    return retry_after(429, RATE_LIMITED, WRONG_KEYS, blocked) if blocked > 0 else None
+
+
+def wrong_key(request: web.Request) -> web.Response | None:
+    """Count a presented key that opened nothing against its client (10, then one per 6 s: a chosen admin key, which
+    also opens every private room, cannot be guessed at network speed); 429 once that is used up."""
+    wait = request.app[LIMITS].keys.take(client_of(request), time.monotonic())
+    return retry_after(429, RATE_LIMITED, WRONG_KEYS, wait) if wait > 0 else None
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:
     """None when the request carries the admin key; else the answer (401, 403, or 429 for a client that keeps
-    trying wrong keys)."""
+    trying wrong keys). A request without a key is not a wrong guess."""
     gate = request.app[GATE]
     if not gate.has_admin:
         return error(403, KEY_REQUIRED, "this server has no admin key (it runs as a loopback quick start): make "
                                         "rooms with `realtime room create`, or set REALTIME_ADMIN_KEY")
-    blocked = request.app[LIMITS].admin.blocked(client_of(request), time.monotonic())
-    if blocked > 0:
-        return retry_after(429, RATE_LIMITED, "too many wrong keys from your address; wait", blocked)
     key = bearer(request.headers.get("Authorization"))
+    if key is None:
+        return error(401, KEY_REQUIRED, "send the admin key as Authorization: Bearer <key>")
     if gate.is_admin(key):
         return None
-    return admin_failure(request) or error(401, BAD_KEY if key else KEY_REQUIRED,
-                                           "send the admin key as Authorization: Bearer <key>")
+    return wrong_key(request) or error(401, BAD_KEY, "that is not the admin key")
 
 
 def is_local(request: web.Request) -> bool:

@@ -17,7 +17,7 @@ from realtime import export
 from realtime.access import bearer, key_matches
 from realtime.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS
 from realtime.exports import download
-from realtime.http_common import admin_failure, client_of, error, is_local, read_json, retry_after
+from realtime.http_common import client_of, error, is_local, read_json, retry_after, wrong_key
 from realtime.notes.service import RoomDeleted
 from realtime.offload import Busy
 from realtime.protocol import (
@@ -53,7 +53,7 @@ def viewable(request: web.Request) -> Room | web.Response:
     key = bearer(request.headers.get("Authorization"))
     if room is None or room.deleted or not request.app[GATE].may_view(room.record.viewer_key_hash,
                                                                       room.record.speaker_key_hash, key):
-        return no_such_room(room)
+        return (wrong_key(request) if key and room is not None and not room.deleted else None) or no_such_room(room)
     room.used_at = time.monotonic()
     return room
 
@@ -130,8 +130,8 @@ async def post_summary(request: web.Request) -> web.Response:
     key = bearer(request.headers.get("Authorization"))
     gate = request.app[GATE]
     if gate.publish_refusal(room.record.speaker_key_hash, key, is_local(request)) is not None:
-        if key and gate.has_admin:
-            refusal = admin_failure(request)
+        if key:
+            refusal = wrong_key(request)
             if refusal is not None:
                 return refusal
         return error(401, BAD_KEY if key else KEY_REQUIRED, "a summary is made by the room's speaker: send the "
@@ -156,6 +156,10 @@ async def ask(request: web.Request) -> web.Response:
         return room
     policy = room.record.ask
     if policy == "nobody" or policy == "viewers" and not holds_key(request, room):
+        if policy == "viewers" and bearer(request.headers.get("Authorization")):
+            refusal = wrong_key(request)
+            if refusal is not None:
+                return refusal
         return error(403, NOT_ALLOWED, "this room takes no questions" if policy == "nobody"
                      else "in this room only viewers with its key may ask: Authorization: Bearer <key>")
     question = (await read_json(request)).get("question")

@@ -295,11 +295,25 @@ async def check_view(request: web.Request, ws: web.WebSocketResponse, room: Room
     key = await first_key(request, ws, room, room.private)
     if key is False:
         return False
+    if key and room.private and not key_allowed(request):
+        await refuse(ws, request.app[STATS], BAD_KEY, "too many wrong keys from your address; wait", CLOSE_KEY)
+        return False
     if not request.app[GATE].may_view(room.record.viewer_key_hash, room.record.speaker_key_hash, key):
         log.info("room %s: refused a wrong viewer key", room.name)
+        count_wrong_key(request)
         await refuse(ws, request.app[STATS], BAD_KEY, "that key does not open this room", CLOSE_KEY)
         return False
     return key
+
+
+def key_allowed(request: web.Request) -> bool:
+    """Whether a key presented on a WebSocket may be tried at all: not while its client is throttled for wrong keys
+    (the HTTP API's throttle; there a right key is refused too, so a guesser learns nothing until it waits)."""
+    return request.app[LIMITS].keys.blocked(client_address(request.remote, request.headers), time.monotonic()) == 0
+
+
+def count_wrong_key(request: web.Request) -> None:
+    request.app[LIMITS].keys.take(client_address(request.remote, request.headers), time.monotonic())
 
 
 def since_of(request: web.Request) -> int | None:

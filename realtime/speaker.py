@@ -54,7 +54,17 @@ from realtime.protocol import (
 )
 from realtime.ratelimit import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
 from realtime.rooms import Connection, Room
-from realtime.server import check_view, close_socket, finish, model_name, open_socket, sender, throttle
+from realtime.server import (
+    check_view,
+    close_socket,
+    count_wrong_key,
+    finish,
+    key_allowed,
+    model_name,
+    open_socket,
+    sender,
+    throttle,
+)
 from realtime.stream import LectureStream, StreamConfig
 from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
 
@@ -74,6 +84,7 @@ class SpeakerSession:
         self.engine = app[ENGINE]
         self.gate = app[GATE]
         self.stats = app[STATS]
+        self.request = request
         self.room = room
         self.conn = conn
         self.key = key
@@ -95,6 +106,10 @@ class SpeakerSession:
         if self.handle is not None:
             raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
         refusal = self.gate.publish_refusal(self.room.record.speaker_key_hash, self.key, self.local)
+        if self.key and not key_allowed(self.request):
+            refusal = BAD_KEY
+        elif refusal == BAD_KEY:
+            count_wrong_key(self.request)
         if refusal is not None:
             log.info("room %s: refused a speaker (%s)", self.room.name, refusal)
             raise ProtocolError(refusal, "this room needs its speaker key to publish (an Authorization: Bearer "

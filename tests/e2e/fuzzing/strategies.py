@@ -1,6 +1,8 @@
 """Hypothesis strategies for tests/e2e/test_fuzz.py, and the message and frame builders they need: control
-messages, binary frames, room names and `?since=` for the WebSocket URLs, HTTP requests with bodies, formats and
-`Authorization` headers; also the server limits they aim at and the fuzzed rooms and keys."""
+messages, binary frames, room names and `?since=` for the WebSocket URLs, HTTP requests with bodies and their
+Content-Type, formats, `Authorization`, `Host`, `Origin` and forwarded client addresses (each labelled with what
+docs/protocol.md says of it), pages and CORS preflights; also the server limits they aim at and the fuzzed rooms
+and keys."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ MAX_ROOM = 64
 
 # The rooms the fuzzer works in (made through the admin API at the start; keys filled in then).
 SPEAK, AUDIO, LISTEN, PRIVATE, CLIP = "fuzz-speak", "fuzz-audio", "fuzz-listen", "fuzz-private", "fuzz-clip"
-KEYS: dict[str, str] = {"admin": ADMIN, "junk": "sk_" + "0" * 32}
+KEYS: dict[str, str] = {"admin": ADMIN, "junk": "sk_" + "0" * 32}  # the room keys are added by the harness
 SPEECH: list[bytes] = []  # the English test clips as one s16le buffer (set by the fixture)
 
 
@@ -287,6 +289,7 @@ def encode_bytes(raw: bytes) -> Name:
         return Name("".join(f"%{b:02X}" for b in raw), None)
 
 
+FUZZ_ROOMS = (SPEAK, AUDIO, LISTEN, PRIVATE, CLIP)
 NAMES = weighted(
     (6, st.sampled_from([SPEAK, AUDIO, LISTEN, PRIVATE]).map(encode_name)),
     (4, st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,70}", fullmatch=True).map(encode_name)),
@@ -294,12 +297,113 @@ NAMES = weighted(
     (1, st.binary(max_size=12).map(encode_bytes)),
     (1, st.sampled_from(["a" * 64, "a" * 65, "a" * 200, "x" * 1000, ".", "..", "a/b", "%", "%41", "-a", "a b", "Ä",
                          "fuzz-speak/", "fuzz-speak?x=1", "FUZZ-SPEAK", "fuzz-speak%00"]).map(encode_name)))
+# Room names for the HTTP API's room endpoints: mostly the fuzz rooms, so that requests get past the 404.
+ROOM_NAMES = weighted((3, st.sampled_from(FUZZ_ROOMS).map(encode_name)), (2, NAMES))
 SINCE = st.one_of(st.none(), st.none(), st.integers(-10, 10 ** 20).map(str), texts(12, surrogates=False),
                   st.sampled_from(["", " 5 ", "1_000", "1.5", "1e3", "0x10", "٣", "+7", "-0", "9" * 5000, "5#x"]))
 AUTH_HEADERS = st.sampled_from(["none", "none", "admin", "private-vk", "speak-sk", "junk", "bearer-junk", "empty",
                                 "lower-admin", "basic", "bearer-only"])
+# The keys of the fuzz rooms a request may carry: KEYS names them once setup has made the rooms.
+ROOM_AUTH = st.sampled_from(["none", "none", "admin", "admin", "speak-sk", "audio-sk", "private-sk", "private-vk",
+                             "junk", "lower-admin", "bearer-only"])
+
+# ---------------------------------------------------------------- strategies: Host, Origin and client address
+
+PUBLIC_URL = "http://fuzz.example"  # the fuzz server's --public-url
+ALLOWED_ORIGIN = "https://widget.example.edu"  # ... and its --allowed-origins
+
+# `Host` headers, with whether docs/protocol.md ("Host names") says a server with --public-url answers them: the
+# loopback names (`localhost`, `127.*`, `[::1]`, any port) and the public URL's host; anything else is 421
+# `bad_host`. `{port}` is the server's port; "default" is the Host the client sets itself (127.0.0.1:{port}).
+# Names whose verdict the document leaves open (a trailing dot, `127.1`, user info, a port that is not a number,
+# an IPv4-mapped ::1) are not drawn. Garbage hosts ("garbage:<text>") are drawn from characters that cannot
+# spell a loopback name or the public host.
+HOSTS: dict[str, tuple[str | None, bool]] = {
+    "default": (None, True),
+    "ip": ("127.0.0.1:{port}", True),
+    "ip-no-port": ("127.0.0.1", True),
+    "loopback-other": ("127.45.6.7:{port}", True),
+    "localhost": ("localhost:{port}", True),
+    "localhost-case": ("LocalHost:{port}", True),
+    "v6-loopback": ("[::1]:{port}", True),
+    "public": ("fuzz.example", True),
+    "public-case-port": ("FUZZ.example:80", True),
+    "public-other-port": ("fuzz.example:8443", True),
+    "foreign": ("evil.example", False),
+    "foreign-port": ("evil.example:{port}", False),
+    "public-suffix": ("fuzz.example.evil.example", False),
+    "public-prefix": ("evil-fuzz.example", False),
+    "localhost-suffix": ("localhost.evil.example:{port}", False),
+    "lan-ip": ("192.168.1.20:{port}", False),
+    "any-ip": ("0.0.0.0:{port}", False),
+    "v6-other": ("[::2]:{port}", False),
+    "ten": ("10.0.0.1", False),
+    "v6-unclosed": ("[::1", False),
+    "empty": ("", False),
+}
+GARBAGE_HOST = st.text(alphabet="0123456789!$&'()*+,;=~-_%^|`<> ", min_size=1, max_size=20)
+HOST = weighted((18, st.just("default")), (9, st.sampled_from(sorted(set(HOSTS) - {"default"}))),
+                (1, GARBAGE_HOST.map(lambda t: "garbage:" + t)))
+
+
+def host_header(label: str, port: int) -> str | None:
+    """The `Host` value a label stands for (None: the client's own)."""
+    if label.startswith("garbage:"):
+        return label[len("garbage:"):]
+    template = HOSTS[label][0]
+    return None if template is None else template.replace("{port}", str(port))
+
+
+def host_answered(label: str) -> bool:
+    return not label.startswith("garbage:") and HOSTS[label][1]
+
+
+# `Origin` headers: (value, allowed, cross-origin). Allowed (docs/protocol.md "Origins"): none, the server's own
+# (the host and port of the request's `Host`, any scheme), or one in --allowed-origins (compared as an origin:
+# scheme, host and port, case-insensitively, default port dropped). Cross-origin: allowed and not our own, i.e.
+# HTTP answers carry Access-Control-Allow-Origin and preflights are answered. `{host}` is the Host value sent.
+ORIGINS: dict[str, tuple[str | None, bool, bool]] = {
+    "none": (None, True, False),
+    "own": ("http://{host}", True, False),
+    "own-https": ("https://{host}", True, False),
+    "allowed": (ALLOWED_ORIGIN, True, True),
+    "allowed-case": ("HTTPS://Widget.Example.EDU:443", True, True),
+    "allowed-http": ("http://widget.example.edu", False, False),
+    "allowed-port": ("https://widget.example.edu:8443", False, False),
+    "allowed-suffix": ("https://widget.example.edu.evil.example", False, False),
+    "allowed-userinfo": ("https://widget.example.edu@evil.example", False, False),
+    "other-port": ("http://127.0.0.1:1", False, False),
+    "foreign": ("https://evil.example", False, False),
+    "null": ("null", False, False),
+    "garbage": ("not an origin", False, False),
+    "star": ("*", False, False),
+    "no-host": ("https://", False, False),
+    "script": ("javascript:alert(1)", False, False),
+}
+ORIGIN = weighted((16, st.just("none")), (4, st.just("own")), (1, st.just("own-https")), (3, st.just("allowed")),
+                  (1, st.just("allowed-case")), (5, st.sampled_from(sorted(k for k, v in ORIGINS.items() if not v[1]))))
+PREFLIGHT_ORIGIN = weighted((6, st.sampled_from(["allowed", "allowed-case"])), (3, st.sampled_from(sorted(ORIGINS))))
+
+
+def origin_header(label: str, host: str) -> str | None:
+    template = ORIGINS[label][0]
+    return None if template is None else template.replace("{host}", host)
+
+
+# Who the server takes a request to be from (per-client limits): the fuzzer's own address, or, as the server
+# trusts a proxy on loopback, the address in its X-Forwarded-For or X-Real-IP header. "admin-desk" only ever
+# sends the admin key: the wrong keys the others send must not lock it out.
+CLIENTS: dict[str, tuple[dict[str, str], str]] = {
+    "local": ({}, "127.0.0.1"),
+    "proxy-a": ({"X-Forwarded-For": "203.0.113.7"}, "203.0.113.7"),
+    "proxy-b": ({"X-Real-IP": "198.51.100.23"}, "198.51.100.23"),
+    "admin-desk": ({"X-Forwarded-For": "10.9.8.7, 192.0.2.10"}, "192.0.2.10"),
+}
+CLIENT = st.sampled_from(["local"] * 6 + ["proxy-a", "proxy-b"])
+ADMIN_CLIENT = st.sampled_from([None, None, "admin-desk"])
+
 URL_PROBE = st.tuples(st.sampled_from(["speak", "listen", "listen"]), NAMES, SINCE, AUTH_HEADERS,
-                      st.sampled_from([False] * 4 + [True]))
+                      st.sampled_from([False] * 4 + [True]), HOST, ORIGIN)
 
 
 ODD_HEADERS = {"none": None, "bearer-junk": "Bearer ¿?", "empty": "", "lower-admin": f"bearer   {ADMIN}  ",
@@ -323,35 +427,103 @@ class Req:
     content_type: str | None = None
     format: str | None = None
     tamed: str = ""
+    host: str = "default"  # a label of HOSTS, or "garbage:<value>"
+    origin: str = "none"  # a label of ORIGINS
+    client: str = "local"  # a label of CLIENTS
+    acrm: str | None = None  # Access-Control-Request-Method (preflights)
 
     def __repr__(self) -> str:
         body = "" if self.body is None else f" body={self.body[:200]!r}" + (
             f"...({len(self.body)} bytes)" if len(self.body) > 200 else "")
-        return f"<{self.method} {self.path[:200]} auth={self.auth} ct={self.content_type!r}{body}>"
+        extra = "".join(f" {k}={v!r}" for k, v in (("host", self.host), ("origin", self.origin),
+                                                     ("client", self.client), ("acrm", self.acrm))
+                        if v not in ("default", "none", "local", None))
+        return f"<{self.method} {self.path[:200]} auth={self.auth} ct={self.content_type!r}{extra}{body}>"
 
 
-CONTENT_TYPES = st.one_of(st.sampled_from([
-    None, None, "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
-    "application/json; charset=latin-1", "application/json; charset=utf-16", "text/plain", "multipart/form-data",
-    "application/x-www-form-urlencoded", "application/json; charset=", "application/json;;", "*/*",
-    "application/json; charset=bogus", "application/json; charset=rot13"]),
-    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
-CREATE_BODY = st.fixed_dictionaries({}, optional={
-    "title": st.one_of(texts(50), sized_string(198, 202), VALUES),
-    "room": st.one_of(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,70}", fullmatch=True), texts(20), VALUES),
-    "private": st.one_of(st.booleans(), VALUES)})
-ASK_BODY = st.fixed_dictionaries({}, optional={
-    "question": st.one_of(texts(100), sized_string(995, 1005), st.sampled_from(["   ", "\n", "what is a cell?"]),
-                          VALUES), "extra": VALUES})
+# Content-Type values whose media type is application/json (case-insensitive, parameters allowed), with the charset
+# the body is then decoded with (None: UTF-8); any other value is 415. Random values never contain "json".
+JSON_TYPES: dict[str, str | None] = {
+    "application/json": None, "application/json; charset=utf-8": "utf-8", "application/json; charset=UTF-8": "UTF-8",
+    "APPLICATION/JSON": None, "Application/Json; charset=UTF-8": "UTF-8", "application/json ; charset=utf-8": "utf-8",
+    "application/json;charset=utf-8": "utf-8", "application/json;;": None, "application/json; charset=": None,
+    'application/json; charset="utf-8"': "utf-8", "application/json; charset=latin-1": "latin-1",
+    "application/json; charset=utf-16": "utf-16", "application/json; charset=bogus": "bogus",
+    "application/json; charset=rot13": "rot13", "application/json; charset=utf-8; x=y": "utf-8",
+}
+OTHER_TYPES = ["text/plain", "text/plain; charset=utf-8", "multipart/form-data", "application/x-www-form-urlencoded",
+               "*/*", "", "application/jsonx", "application/json-patch+json", "application/vnd.api+json", "text/json",
+               "application/x-json", "application/json,text/plain", "application/json (comment)",
+               "application/octet-stream"]
+CONTENT_TYPES = weighted(
+    (10, st.just("application/json")), (6, st.sampled_from(list(JSON_TYPES))), (2, st.none()),
+    (4, st.sampled_from(OTHER_TYPES)),
+    (1, st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).filter(
+        lambda t: "json" not in t.lower())))
+ASK_VALUES = st.one_of(st.sampled_from(["anyone", "viewers", "nobody"] * 3 + ["Anyone", "", "everyone", "none"]),
+                       VALUES)
+POLICY = st.sampled_from(["anyone", "viewers", "nobody"])
+ROOM_NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,70}", fullmatch=True)
+GOOD_CREATE = st.fixed_dictionaries({"title": st.one_of(st.sampled_from(["Physics 101", "Bio 2 (Dr. Müller)"]),
+                                                        NICE_TEXT)},
+                                    optional={"room": st.one_of(ROOM_NAME, st.sampled_from(FUZZ_ROOMS)),
+                                              "private": st.booleans(), "ask": POLICY})
+ODD_CREATE = st.fixed_dictionaries({}, optional={
+    "title": st.one_of(texts(50), sized_string(198, 202), VALUES, st.sampled_from(["Physics 101", "  x  "])),
+    "room": st.one_of(ROOM_NAME, texts(20), VALUES,
+                      st.sampled_from(list(FUZZ_ROOMS) + ["fuzz-made", "FUZZ-SPEAK", "a" * 64, "a" * 65])),
+    "private": st.one_of(st.booleans(), VALUES),
+    "ask": ASK_VALUES})
+CREATE_BODY = weighted((3, GOOD_CREATE), (2, ODD_CREATE))
+ASK_BODY = weighted(
+    (3, st.fixed_dictionaries({"question": st.one_of(st.sampled_from(["what is a cell?", "when is the exam?"]),
+                                                     NICE_TEXT)})),
+    (2, st.fixed_dictionaries({}, optional={
+        "question": st.one_of(texts(100), sized_string(495, 505), st.sampled_from(["   ", "\n", "what is a cell?"]),
+                              VALUES), "extra": VALUES})))
+PATCH_BODY = weighted((3, st.fixed_dictionaries({"ask": POLICY})),
+                      (2, st.fixed_dictionaries({}, optional={"ask": ASK_VALUES, "title": VALUES})))
+
+# JSON nested deeper than the server's parser may recurse makes it raise RecursionError, a 500 (B1 in
+# test_fuzz.py, reported): such bodies are drawn but sent at DEEP_SAFE levels, and counted as steered.
+DEEP_SAFE = 200
+
+
+class Steered(bytes):
+    """A body that was steered away from a known server bug (`tamed` names it)."""
+
+    tamed = ""
+
+
+def nested_body(depth: int, shape: str) -> bytes:
+    tamed = "B1" if depth > DEEP_SAFE else ""
+    depth = min(depth, DEEP_SAFE)
+    inner = {"list": "[" * depth + "]" * depth, "dict": '{"a":' * depth + "0" + "}" * depth}
+    text = {"list": inner["list"], "dict": inner["dict"], "question": '{"question":' + inner["list"] + "}",
+            "title": '{"title":"x","private":' + inner["dict"] + "}", "ask": '{"ask":' + inner["list"] + "}"}[shape]
+    body = Steered(text.encode())
+    body.tamed = tamed
+    return body
+
+
+def padded_body(size: int) -> bytes:
+    """A JSON object of exactly `size` bytes (around --client_max_size, 1 MiB: more is 413)."""
+    head = b'{"question":"what?","title":"x","pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
 
 
 def body_of(objects: st.SearchStrategy) -> st.SearchStrategy[bytes]:
     return weighted(
         (6, objects.map(lambda o: dump(o, "ascii").encode())),
+        (2, objects.map(lambda o: dump(o, "compact").encode("utf-8", "surrogatepass"))),
         (2, VALUES.map(lambda o: dump(o, "compact").encode("utf-8", "surrogatepass"))),
         (2, st.one_of(st.binary(max_size=200), texts(100, surrogates=False).map(str.encode),
-                      st.sampled_from([b"", b"{", b"null", b"\xff\xfe{}", b'{"title": "x"}' + b"\x00"]))),
-        (1, st.integers(1 << 20, (1 << 20) + 4096).map(lambda n: b'{"title":"' + b"x" * n + b'"}')))
+                      st.sampled_from([b"", b"{", b"null", b"\xff\xfe{}", b'{"title": "x"}' + b"\x00",
+                                       b'\xef\xbb\xbf{"title": "x"}', b'{"title": "x"} {}']))),
+        (1, st.builds(nested_body, st.one_of(st.integers(1, 3000), st.sampled_from([999, 1000, 5000, 100000])),
+                      st.sampled_from(["list", "dict", "question", "title", "ask"]))),
+        (1, st.one_of(st.integers((1 << 20) - 2, (1 << 20) + 2), st.integers((1 << 20) + 3, (1 << 20) + 4096)).map(
+            padded_body)))
 
 
 def build_req(kind: str, method: str, name: Name | None, auth: str, body: bytes | None = None,
@@ -359,27 +531,56 @@ def build_req(kind: str, method: str, name: Name | None, auth: str, body: bytes 
     path = "/v1/rooms" + (f"/{name.segment}" if name is not None else "") + suffix
     if fmt is not None:
         path += "?format=" + urllib.parse.quote(fmt, safe="")
-    return Req(kind, method, path, auth, name, body, content_type, fmt)
+    tamed = getattr(body, "tamed", "")
+    return Req(kind, method, path, auth, name, None if body is None else bytes(body), content_type, fmt, tamed)
 
+
+def with_headers(requests: st.SearchStrategy[Req], origin: st.SearchStrategy[str] = ORIGIN) -> st.SearchStrategy[Req]:
+    """The Host, Origin and client-address dimensions, drawn for every kind of request."""
+    def build(r: Req, h: str, o: str, c: str, desk: str | None) -> Req:
+        return dataclasses.replace(r, host=h, origin=o, client=desk if desk and r.auth in ("admin", "lower-admin")
+                                   else c)
+    return st.builds(build, requests, HOST, origin, CLIENT, ADMIN_CLIENT)
+
+
+# OPTIONS requests: the paths, and whether the router has a route there (405 Method Not Allowed) or not (404).
+PREFLIGHT_PATHS = {"/v1/rooms": True, f"/v1/rooms/{LISTEN}/ask": True, f"/v1/rooms/{PRIVATE}": True,
+                   f"/v1/rooms/{SPEAK}/summary": True, f"/v1/rooms/{LISTEN}/export": True, "/healthz": True,
+                   "/": True, "/nowhere": False, "/v1/rooms/a/b/c": False}
+PAGE_PATHS = ["/", "/speak", "/static/widget.js"]
 
 FORMATS = st.one_of(st.none(), st.sampled_from(["txt", "srt", "vtt", "json", "md", "TXT", "pdf", "", "txt ",
                                                 "json\x00", "md/../txt"]), texts(10, surrogates=False))
-HTTP_REQUEST = weighted(
-    (25, st.builds(lambda a, b, ct: build_req("create", "POST", None, a, b, ct), st.sampled_from(
-        ["admin"] * 6 + ["none", "junk", "private-vk", "lower-admin"]), body_of(CREATE_BODY), CONTENT_TYPES)),
-    (20, st.builds(lambda n, a, b, ct: build_req("ask", "POST", n, a, b, ct, suffix="/ask"), NAMES, AUTH_HEADERS,
+HTTP_REQUEST = with_headers(weighted(
+    (18, st.builds(lambda a, b, ct: build_req("create", "POST", None, a, b, ct), st.sampled_from(
+        ["admin"] * 6 + ["none", "junk", "private-vk", "lower-admin", "speak-sk"]), body_of(CREATE_BODY),
+        CONTENT_TYPES)),
+    (16, st.builds(lambda n, a, b, ct: build_req("ask", "POST", n, a, b, ct, suffix="/ask"), ROOM_NAMES, ROOM_AUTH,
                    body_of(ASK_BODY), CONTENT_TYPES)),
-    (10, st.builds(lambda n, a, m, b: build_req("summary", m, n, a, b if m == "POST" else None, suffix="/summary"),
-                   NAMES, AUTH_HEADERS, st.sampled_from(["GET", "POST"]), st.none() | st.binary(max_size=50))),
-    (15, st.builds(lambda n, a, f: build_req("export", "GET", n, a, fmt=f, suffix="/export"), NAMES, AUTH_HEADERS,
+    (10, st.builds(lambda n, a, m, b, ct: build_req("summary", m, n, a, b if m == "POST" else None,
+                                                    ct if m == "POST" else None, suffix="/summary"),
+                   ROOM_NAMES, ROOM_AUTH, st.sampled_from(["GET", "POST"]), st.none() | st.binary(max_size=50),
+                   st.none() | CONTENT_TYPES)),
+    (10, st.builds(lambda n, a, b, ct: build_req("patch", "PATCH", n, a, b, ct), ROOM_NAMES, ROOM_AUTH,
+                   body_of(PATCH_BODY), CONTENT_TYPES)),
+    (10, st.builds(lambda n, a, f: build_req("export", "GET", n, a, fmt=f, suffix="/export"), ROOM_NAMES, AUTH_HEADERS,
                    FORMATS)),
-    (8, st.builds(lambda n, a: build_req("transcript", "GET", n, a, suffix="/transcript"), NAMES, AUTH_HEADERS)),
-    (7, st.builds(lambda n, a: build_req("delete", "DELETE", n, a),
-                  NAMES.filter(lambda n: n.name not in (SPEAK, AUDIO, LISTEN, PRIVATE, CLIP)),
-                  st.sampled_from(["admin"] * 4 + ["junk", "none"]))),
+    (6, st.builds(lambda n, a: build_req("transcript", "GET", n, a, suffix="/transcript"), ROOM_NAMES, ROOM_AUTH)),
+    (6, st.builds(lambda n, a: build_req("delete", "DELETE", n, a),
+                  NAMES.filter(lambda n: n.name not in FUZZ_ROOMS),
+                  st.sampled_from(["admin"] * 4 + ["junk", "none", "speak-sk"]))),
     (5, st.builds(lambda a: build_req("list", "GET", None, a), AUTH_HEADERS)),
-    (5, st.builds(lambda n, m, s: build_req("method", m, n, "admin", suffix=s), NAMES,
+    (3, st.builds(lambda n, m, s: build_req("method", m, n, "admin", suffix=s), NAMES,
                   st.sampled_from(["PUT", "PATCH", "GET"]), st.sampled_from(["/ask", "/export/x", "/summary/"]))),
-    (5, st.builds(lambda p: Req("misc", "GET", p, "none"), st.one_of(
+    (6, st.builds(lambda p, a: Req("misc", "GET", p, a), st.one_of(
         st.sampled_from(["/healthz", "/metrics", "/healthz?ready=1", "/v1/rooms?x=%FF", "/v1"]),
-        texts(10, surrogates=False).map(lambda t: "/healthz?ready=" + urllib.parse.quote(t, safe=""))))))
+        texts(10, surrogates=False).map(lambda t: "/healthz?ready=" + urllib.parse.quote(t, safe=""))),
+        st.sampled_from(["none", "none", "admin", "admin", "junk", "lower-admin", "bearer-junk", "speak-sk"]))),
+    (4, st.builds(lambda p, n, q: Req("page", "GET", p + (f"?room={n.segment}" if q and p != PAGE_PATHS[2] else ""),
+                                      "none"),
+                  st.sampled_from(PAGE_PATHS), NAMES, st.booleans()))))
+PREFLIGHT = with_headers(st.builds(lambda p, m: Req("preflight", "OPTIONS", p, "none", acrm=m),
+                                   st.sampled_from(sorted(PREFLIGHT_PATHS)),
+                                   st.sampled_from(["POST", "POST", "PATCH", "DELETE", "GET", None])),
+                         PREFLIGHT_ORIGIN)
+HTTP_EXAMPLE = weighted((12, HTTP_REQUEST), (1, PREFLIGHT))
