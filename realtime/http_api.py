@@ -65,12 +65,24 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
     page names its own host); a state-changing request from a page whose Origin is not allowed is 403 (CSRF); a
     request with a key from a client throttled for wrong keys is 429."""
     if not request.app[HOSTS].allows(request.headers.get("Host")):
-        return error(421, BAD_HOST, "this server does not answer to that host name")
+        return allow_origin(request, error(421, BAD_HOST, "this server does not answer to that host name"))
     origin = request.headers.get("Origin")
     if request.method in STATE_CHANGING and origin is not None and \
             not request.app[ORIGINS].allows(origin, request.host):
         return error(403, ORIGIN_NOT_ALLOWED, f"pages from {origin} may not change anything here (--allowed-origins)")
-    return key_blocked(request) or await handler(request)
+    # A WebSocket's key is judged after the upgrade, where the refusal is the documented `bad_key` (4401) and only
+    # where the key matters (a private room, `start`); a public room's listener is never refused for it.
+    blocked = None if request.headers.get("Upgrade", "").lower() == "websocket" else key_blocked(request)
+    return allow_origin(request, blocked) if blocked is not None else await handler(request)
+
+
+def allow_origin(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Let a page of an allowed other origin read `response` (a widget must see its 429 and Retry-After too)."""
+    origin = request.headers.get("Origin")
+    if request.app[ORIGINS].cross_origin(origin, request.host) and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    return response
 
 
 @web.middleware
@@ -85,10 +97,7 @@ async def cors(request: web.Request, handler) -> web.StreamResponse:
             "Access-Control-Max-Age": "600"})
     else:
         response = await handler(request)
-    if allowed and not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers.add("Vary", "Origin")
-    return response
+    return allow_origin(request, response)
 
 
 @web.middleware
@@ -173,7 +182,7 @@ async def update_room(request: web.Request) -> web.Response:
     key = bearer(request.headers.get("Authorization"))
     gate = request.app[GATE]
     if room is None or not (gate.is_admin(key) or gate.is_speaker(room.record.speaker_key_hash, key)):
-        if key:
+        if key and not gate.is_admin(key):  # the admin key naming a missing room is a typo, not a guess
             refusal = wrong_key(request)
             if refusal is not None:
                 return refusal

@@ -15,8 +15,10 @@ Hypothesis draws the messages; the properties are checked against a model of doc
 - every HTTP answer is the one the document prescribes (status, error code, what the body holds), never 5xx and
   never a traceback; error bodies have the documented shape and code; every answer is `nosniff` and
   `no-referrer`, pages forbid framing, CORS headers go to allowed origins only. Where the answer depends on time
-  — the per-client limits of wrong admin keys and of questions — the model follows the server's token buckets
-  within bounds (fuzzing/model.py, `Bucket`);
+  — the per-client limits of keys that opened nothing (HTTP and WebSocket alike: 429 for any presented key over
+  HTTP, `bad_key` for a key to a private room or to `start`) and of questions — the model follows the server's
+  token buckets within bounds (fuzzing/model.py, `Bucket`); the fuzzed WebSockets come from client addresses a
+  proxy on loopback forwards, a new one once one is throttled;
 - at the end the server process is alive, holds no connection or stream, `/healthz` is ok with no decode or store
   errors, `/metrics` parses (both read with the admin key, which the fuzzing got throttled: the end waits), its
   log has no traceback, and a real clip still transcribes correctly through it.
@@ -31,13 +33,11 @@ frames, connection attempts, HTTP requests); the probes (`ping`s that check live
 messages) are counted apart. `make fuzz` sends 10,000. Totals are printed and written to test-artifacts/fuzz.json.
 REALTIME_FUZZ_SEED makes a run repeatable (the server's timing aside).
 
-The fuzzing found nine problems (F1-F9), then, after the security changes, four more (B1-B4); each has a test at
-the end. F1-F5 were server bugs, now fixed; F6-F9 are aiohttp's behaviour at the transport limits, now documented
-in docs/protocol.md. B1-B4 are server bugs, reported and not fixed yet: their tests are xfail (strict), the fuzzing
-steers clear of B1 and B2 and its model follows the server in B3 and B4 (flags in fuzzing/model.py).
-`Fuzz.deliver()` and `Fuzz.http_call()` steer clear of the zones where documented behaviour is timing- or
-compression-dependent (F7-F9) or known to be wrong (B1, B2), and count what they steered ("steered"). The close
-codes counted include the server's 1000 answering the fuzzer's own closes.
+The fuzzing found nine problems (F1-F9), then, after the security changes, four more (B1-B4), then, once those
+were fixed, three more (B5-B7); each has a test at the end. F1-F5 and B1-B7 were server bugs, now fixed; F6-F9
+are aiohttp's behaviour at the transport limits, now documented in docs/protocol.md. `Fuzz.deliver()` steers
+clear of the zones where documented behaviour is timing- or compression-dependent (F7-F9), and counts what it
+steered ("steered"). The close codes counted include the server's 1000 answering the fuzzer's own closes.
 
 The parts live in tests/e2e/fuzzing/: strategies.py (what hypothesis draws), model.py (what docs/protocol.md
 prescribes), harness.py (the `Fuzz` driver); this file has the fixtures and the tests.
@@ -71,6 +71,7 @@ from tests.e2e.fuzzing.strategies import (
     KEYS,
     LISTEN,
     LISTENER_EXAMPLE,
+    PRIVATE,
     PUBLIC_URL,
     SPEAK,
     SPEAKER_EXAMPLE,
@@ -90,9 +91,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fuzz(cache_dir, tmp_path_factory, request, clips):
     SPEECH[:] = [b"".join(c.samples().astype("<i2").tobytes() for c in english(clips))]
-    # The admin key in the environment, so that the fixture's readiness probe (GET /healthz) sends it: a keyless
-    # one would count as a wrong admin key (B3). --public-url turns the Host check on; a speaker socket that sends
-    # no start for --speaker-start-timeout-s is closed (tested apart, with the tight server): not during fuzzing.
+    # --public-url turns the Host check on; a speaker socket that sends no start for --speaker-start-timeout-s is
+    # closed (tested apart, with the tight server): not during fuzzing.
     server = ServerProcess(cache_dir, tmp_path_factory.mktemp("fuzz") / "server.log", "--public-url", PUBLIC_URL,
                            "--allowed-origins", ALLOWED_ORIGIN, "--speaker-start-timeout-s", "3600",
                            "--max-speakers", "2", "--listener-queue", "64", env={"REALTIME_ADMIN_KEY": ADMIN})
@@ -162,8 +162,8 @@ def test_server_survived_the_fuzzing(fuzz, clips):
     assert health["status"] == "ok" and health["ready"], health
     assert health["decode_errors"] == 0, health
     async def metrics() -> str:
-        async with fuzz.session.get(server.http + "/metrics") as r:  # no key: 401, or 429 (throttled)
-            assert r.status in (401, 429) and r.headers["X-Content-Type-Options"] == "nosniff", r.status
+        async with fuzz.session.get(server.http + "/metrics") as r:  # no key: 401, throttled or not
+            assert r.status == 401 and r.headers["X-Content-Type-Options"] == "nosniff", r.status
         status, body = await fuzz.admin_get("/metrics")
         assert status == 200, (status, body)
         return body.decode()
@@ -191,6 +191,8 @@ def test_server_survived_the_fuzzing(fuzz, clips):
 
 
 async def raw_socket(fuzz: Fuzz, role: str, room: str, key: str | None = None, deflate: bool = False) -> Any:
+    if key:  # a key in the handshake is refused while the HTTP fuzzing's throttle of 127.0.0.1 lasts
+        await fuzz.admin_get("/healthz")
     ws = await fuzz.connect(f"/ws/{role}/{room}", {"Authorization": f"Bearer {key}"} if key else {}, deflate)
     hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert hello["type"] == "hello", hello
@@ -519,14 +521,11 @@ def test_quick_start_monitoring_is_for_the_machine_itself(tight):
     loop.run_until_complete(asyncio.wait_for(check(), 30))
 
 
-# ---------------------------------------------------------------- server bugs found, reported, not fixed (B1-B4)
-# Each test says what docs/protocol.md prescribes; they fail (xfail, strict) until the server is fixed. The fuzzing
-# steers clear of B1 and B2 and follows the server in B3 and B4 (flags in fuzzing/model.py, to flip with the fix).
+# ---------------------------------------------------------------- server bugs the fuzzing found, now fixed (B1-B7)
 
 
-@pytest.mark.xfail(strict=True, reason="B1: a JSON body nested deeper than the parser recurses is a 500 "
-                                       "(RecursionError escapes read_json), not 400 bad_message")
 def test_b1_deeply_nested_json_body_is_a_400(tight):
+    """It was a 500: RecursionError escaped read_json."""
     server, loop = tight
 
     async def check() -> tuple[int, str]:
@@ -540,9 +539,9 @@ def test_b1_deeply_nested_json_body_is_a_400(tight):
     assert status == 400 and json.loads(text)["code"] == protocol.BAD_MESSAGE, (status, text)
 
 
-@pytest.mark.xfail(strict=True, reason="B2: a CORS preflight from an allowed origin is answered 204 whatever the "
-                                       "Host (the cors middleware runs before the Host check), not 421 bad_host")
 def test_b2_preflight_with_a_foreign_host_is_a_421(tight):
+    """A CORS preflight from an allowed origin was answered 204 whatever the Host (CORS ran before the Host
+    check)."""
     server, loop = tight
 
     async def check() -> int:
@@ -553,32 +552,141 @@ def test_b2_preflight_with_a_foreign_host_is_a_421(tight):
     assert loop.run_until_complete(asyncio.wait_for(check(), 30)) == 421
 
 
-async def admin_probe(fuzz: Fuzz, method: str, path: str, client: str, key: str | None, **kwargs: Any) -> int:
-    headers = {"X-Forwarded-For": client, **({"Authorization": f"Bearer {key}"} if key else {})}
+async def probe(fuzz: Fuzz, method: str, path: str, client: str, key: str | None,
+                headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, Any]:
+    """A request from `client` (forwarded by a proxy on loopback): its status and headers."""
+    headers = {"X-Forwarded-For": client, **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     async with fuzz.session.request(method, fuzz.server.http + path, headers=headers, **kwargs) as r:
-        return r.status
+        await r.read()
+        return r.status, r.headers
 
 
-@pytest.mark.xfail(strict=True, reason="B3: keyless requests where the admin key is checked (a plain GET /healthz) "
-                                       "count as wrong admin keys: ten health checks lock the admin out")
-def test_b3_keyless_health_checks_do_not_lock_the_admin_out(fuzz):
+async def admin_probe(fuzz: Fuzz, method: str, path: str, client: str, key: str | None, **kwargs: Any) -> int:
+    return (await probe(fuzz, method, path, client, key, **kwargs))[0]
+
+
+async def throttle(fuzz: Fuzz, client: str) -> None:
+    """Ten wrong keys from `client`: the eleventh is refused."""
+    for _ in range(10):
+        assert await admin_probe(fuzz, "GET", "/metrics", client, "ak_wrong_" + "x" * 30) == 401
+    assert await admin_probe(fuzz, "GET", "/metrics", client, "ak_wrong_" + "x" * 30) == 429
+
+
+def test_b3_keyless_requests_do_not_lock_the_admin_out(fuzz):
+    """Keyless requests where the admin key is checked (a plain GET /healthz, /metrics, POST, DELETE) counted as
+    wrong admin keys: ten health checks locked the admin out of that address."""
     async def check() -> int:
+        client = "192.0.2.33"
         for _ in range(11):
-            assert await admin_probe(fuzz, "GET", "/healthz", "192.0.2.33", None) == 200
-        return await admin_probe(fuzz, "GET", "/metrics", "192.0.2.33", ADMIN)
+            assert await admin_probe(fuzz, "GET", "/healthz", client, None) == 200
+            assert await admin_probe(fuzz, "GET", "/metrics", client, None) == 401
+            assert await admin_probe(fuzz, "POST", "/v1/rooms", client, None, json={"title": "x"}) == 401
+            assert await admin_probe(fuzz, "DELETE", "/v1/rooms/fuzz-nowhere", client, None) == 401
+            assert await admin_probe(fuzz, "GET", f"/v1/rooms/{PRIVATE}/transcript", client, None) == 404
+        return await admin_probe(fuzz, "GET", "/metrics", client, ADMIN)
+    assert fuzz.run(check(), 60) == 200
+
+
+@pytest.mark.parametrize("method,path,client,key", [
+    ("GET", "/v1/rooms", "192.0.2.41", "admin"), ("PATCH", f"/v1/rooms/{LISTEN}", "192.0.2.42", "admin"),
+    ("POST", f"/v1/rooms/{LISTEN}/summary", "192.0.2.43", "admin"), ("GET", "/healthz", "192.0.2.44", "admin"),
+    ("GET", f"/v1/rooms/{PRIVATE}/transcript", "192.0.2.45", "private-vk"),
+    ("POST", f"/v1/rooms/{SPEAK}/ask", "192.0.2.46", "speak-sk"),
+    ("GET", f"/v1/rooms/{LISTEN}/export", "192.0.2.47", "junk")])
+def test_b4_a_throttled_address_is_refused_whatever_key_it_presents(fuzz, method, path, client, key):
+    """A client throttled for wrong admin keys still got through with the admin key on GET /v1/rooms, PATCH and
+    POST summary: an oracle for guesses. Now any request presenting a key is 429 while throttled, room keys and
+    public reads included."""
+    async def check() -> tuple[int, Any]:
+        await throttle(fuzz, client)
+        return await probe(fuzz, method, path, client, KEYS[key], json={} if method != "GET" else None)
+    status, headers = fuzz.run(check(), 30)
+    assert status == 429 and int(headers["Retry-After"]) >= 1, (status, dict(headers))
+
+
+async def ws_refusal(fuzz: Fuzz, path: str, client: str, messages: list[dict]) -> tuple[list[str], int | None]:
+    """The error codes a WebSocket from `client` gets after sending `messages` (hello skipped), and its close."""
+    ws = await fuzz.connect(path, {"X-Forwarded-For": client}, False)
+    errors = []
+    async with ws:
+        for message in messages:
+            await ws.send(json.dumps(message))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(10):
+                while True:
+                    event = json.loads(await ws.recv())
+                    if event["type"] == "error":
+                        errors.append(event["code"])
+    return errors, ws.close_code
+
+
+@pytest.mark.parametrize("role", ["listen", "speak"])
+def test_b4_a_throttled_address_is_refused_the_right_key_on_websockets_too(fuzz, role):
+    """While throttled, the right key (an `auth` message) to a private room, or to `start`, is `bad_key` (4401) like
+    a wrong one; once a token is back it works."""
+    client = f"192.0.2.{51 + (role == 'speak')}"
+    path, key = (f"/ws/listen/{PRIVATE}", KEYS["private-vk"]) if role == "listen" else (f"/ws/speak/{SPEAK}",
+                                                                                        KEYS["speak-sk"])
+    messages = [{"type": "auth", "key": key}] + ([{"type": "start", "language": "en"}] if role == "speak" else [])
+
+    async def check() -> None:
+        await throttle(fuzz, client)
+        assert await ws_refusal(fuzz, path, client, messages) == ([protocol.BAD_KEY], 4401)
+        status, headers = await probe(fuzz, "GET", "/healthz", client, ADMIN)
+        assert status == 429
+        await asyncio.sleep(int(headers["Retry-After"]))
+        if role == "listen":
+            ws = await fuzz.connect(path, {"X-Forwarded-For": client}, False)
+            async with ws:
+                await ws.send(json.dumps(messages[0]))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+    fuzz.run(check(), 60)
+
+
+def test_b5_patching_a_missing_room_with_the_admin_key_is_no_wrong_key(fuzz):
+    """PATCH of a room that does not exist counted the admin key as a wrong key: ten typos locked the admin out."""
+    async def check() -> int:
+        client = "192.0.2.71"
+        for _ in range(10):
+            assert await admin_probe(fuzz, "PATCH", "/v1/rooms/fuzz-nowhere", client, ADMIN,
+                                     json={"ask": "anyone"}) == 404
+        return await admin_probe(fuzz, "GET", "/metrics", client, ADMIN)
     assert fuzz.run(check(), 30) == 200
 
 
-@pytest.mark.xfail(strict=True, reason="B4: a client throttled for wrong admin keys still gets through with the "
-                                       "admin key on GET /v1/rooms, PATCH and POST summary: an oracle for guesses")
-@pytest.mark.parametrize("method,path,client", [("GET", "/v1/rooms", "192.0.2.41"),
-                                                ("PATCH", f"/v1/rooms/{LISTEN}", "192.0.2.42"),
-                                                ("POST", f"/v1/rooms/{LISTEN}/summary", "192.0.2.43")])
-def test_b4_a_throttled_address_is_refused_with_the_admin_key_too(fuzz, method, path, client):
+@pytest.mark.parametrize("refusal", ["rate_limited", "bad_host"])
+def test_b6_refusals_before_routing_carry_cors_headers_for_allowed_origins(fuzz, refusal):
+    """The answers of the guard middleware (421 bad_host, 429 rate_limited), outside CORS since B2's fix, carried no
+    Access-Control-Allow-Origin: a widget could not read its 429 and Retry-After."""
+    async def check() -> tuple[int, Any]:
+        client = f"192.0.2.7{2 + (refusal == 'bad_host')}"
+        headers = {"Origin": ALLOWED_ORIGIN}
+        if refusal == "rate_limited":
+            await throttle(fuzz, client)
+        else:
+            headers["Host"] = "evil.example"
+        return await probe(fuzz, "GET", f"/v1/rooms/{LISTEN}/transcript", client, KEYS["speak-sk"], headers)
+    status, headers = fuzz.run(check(), 30)
+    assert status == (429 if refusal == "rate_limited" else 421), status
+    assert headers.get("Access-Control-Allow-Origin") == ALLOWED_ORIGIN, dict(headers)
 
-    async def check() -> int:
-        for _ in range(10):
-            assert await admin_probe(fuzz, "GET", "/metrics", client, "ak_wrong_" + "x" * 30) == 401
-        assert await admin_probe(fuzz, "GET", "/metrics", client, "ak_wrong_" + "x" * 30) == 429
-        return await admin_probe(fuzz, method, path, client, ADMIN, json={})
-    assert fuzz.run(check(), 30) == 429
+
+@pytest.mark.parametrize("room", [PRIVATE, LISTEN])
+def test_b7_a_throttled_key_in_the_websocket_handshake_is_refused_as_documented(fuzz, room):
+    """A WebSocket handshake with a key in its Authorization header, from a throttled address, was refused with
+    HTTP 429 before the upgrade (public rooms too), not bad_key (4401) after it."""
+    async def check() -> tuple[str, int | None]:
+        client = f"192.0.2.7{4 + (room == LISTEN)}"
+        await throttle(fuzz, client)
+        ws = await fuzz.connect(f"/ws/listen/{room}", {"X-Forwarded-For": client,
+                                                       "Authorization": f"Bearer {KEYS['private-vk']}"}, False)
+        async with ws:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if event["type"] == "hello":
+                return "hello", None
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        return event.get("code", event["type"]), ws.close_code
+    outcome = fuzz.run(check(), 30)
+    # A private room: refused bad_key (4401), the key right or not; a public one: not refused at all.
+    assert outcome in ({("bad_key", 4401)} if room == PRIVATE else {("hello", None)}), outcome

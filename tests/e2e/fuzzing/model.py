@@ -4,16 +4,22 @@ fuzzed message, URL and HTTP request (`ProtocolModel`, mixed into `harness.Fuzz`
 
 The HTTP model is exact: for each request it lists the answers the document allows (status and error code, and
 what the body must be), which is one answer except where the outcome depends on time. Those are the per-client
-limits (wrong admin keys; questions and summaries), which the model follows as token buckets whose level it knows
-within bounds (`Bucket`): a request may be refused only when the bucket may be empty while the server handles it,
-and must be when it surely is.
+limits (keys that opened nothing; questions and summaries), which the model follows as token buckets whose level it
+knows within bounds (`Bucket`): a request may be refused only when the bucket may be empty while the server handles
+it, and must be when it surely is. The WebSocket model follows the same buckets (a key presented to a private room
+or to `start` while its client is throttled is `bad_key`), but a WebSocket message has no answer that could say
+which way it went: where a right key's fate depends on the level, the harness waits until it does not
+(`Fuzz.key_determinate`), and the model predicts with the level known (`throttled`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,7 +30,6 @@ from realtime.access import bearer, slug
 from realtime.protocol import Auth, Ping, ProtocolError, Start, Stop, check_room, parse_text
 from tests.e2e.fuzzing.strategies import (
     ADMIN,
-    CLIENTS,
     JSON_TYPES,
     MAX_FRAME,
     MAX_MESSAGE,
@@ -77,23 +82,50 @@ MAX_QUESTION = 500
 CLIENT_MAX_SIZE = 1 << 20  # a larger body is 413 (aiohttp's client_max_size)
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
-# The per-client limits (docs/protocol.md "Rooms", "A room's content"): wrong admin keys (10, then one per 6 s),
-# questions and new summaries (--ask-per-minute, 6, after a burst of 3).
-LIMITS = {"admin": (1 / 6, 10.0), "asks": (6 / 60, 3.0)}
+# The per-client limits (docs/protocol.md "Rooms", "A room's content"): keys that opened nothing, over HTTP and
+# WebSockets alike (10, then one per 6 s), questions and new summaries (--ask-per-minute, 6, after a burst of 3).
+LIMITS = {"keys": (1 / 6, 10.0), "asks": (6 / 60, 3.0)}
+# A WebSocket message is handled within this long of its sending: the horizon of the model's throttle predictions.
+KEY_HORIZON_S = 2.0
+# JSON nested this deep or deeper may exceed the server's parser's recursion limit (Python's 1000 frames, less the
+# stack it runs on): 400 `bad_message`, or the answer to what it means; from SURELY_TOO_DEEP on, surely 400.
+DEEP_LEVELS, SURELY_TOO_DEEP = 300, 1000
 
-# ---------------------------------------------------------------- known deviations
 
-# Server bugs this fuzzing found, reported and not fixed; each has an xfail test at the end of test_fuzz.py. The
-# fuzzing steers clear of B1 (strategies.nested_body) and B2 (harness.Fuzz.http_call), and the model follows the
-# server in B3 and B4 so that the rest stays exact: when the server is fixed, set the flag to False (the xfail
-# tests then pass, strictly, to say so).
-# B3: a request with no key at all where the admin key is checked (GET /healthz, /metrics, POST /v1/rooms, DELETE)
-# counts as a wrong admin key: ten keyless health checks lock the admin out of that address.
-KEYLESS_COUNTS_AS_WRONG_KEY = True
-# B4: while a client is throttled for wrong admin keys, the admin key itself still works on GET /v1/rooms,
-# PATCH /v1/rooms/{room} and POST .../summary (docs/protocol.md: "the admin key from that address too"), so that
-# a guesser learns which guess was right without waiting.
-ADMIN_KEY_SKIPS_THROTTLE = True
+def nesting(text: str) -> int:
+    """How deep JSON text nests (0 when it cannot reach DEEP_LEVELS: too few brackets to tell)."""
+    if text.count("[") + text.count("{") < DEEP_LEVELS:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+@contextlib.contextmanager
+def deep_stack(depth: int):
+    """Room for the model's own parser to read what the server's may not (below SURELY_TOO_DEEP)."""
+    old = sys.getrecursionlimit()
+    if depth >= DEEP_LEVELS:
+        sys.setrecursionlimit(max(old, depth + 3000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 # ---------------------------------------------------------------- rooms and connections
@@ -123,10 +155,14 @@ class RoomModel:
 
 
 class Peer:
-    """One fuzzing WebSocket, with what the model expects the server to send on it next."""
+    """One fuzzing WebSocket, with what the model expects the server to send on it next. `slot` names the client
+    address its connections come from (`Fuzz.addresses`, forwarded by a proxy on loopback); `client` is the one of
+    the current connection."""
 
-    def __init__(self, name: str, role: str):
-        self.name, self.role = name, role
+    def __init__(self, name: str, role: str, slot: str = "url"):
+        self.name, self.role, self.slot = name, role, slot
+        self.client = ""
+        self.key_ops: list[tuple[str, str, float]] = []  # (op, client, sent at): the refusal's effect on the bucket
         self.ws: Any = None
         self.room: RoomModel | None = None
         self.key: str | None = None
@@ -144,9 +180,13 @@ class Peer:
     def expect_error(self, code: str) -> None:
         self.expected.append({("error", code)})
 
-    def refuse(self, code: str, close: int) -> None:
+    def refuse(self, code: str, close: int, key_op: str | None = None) -> None:
+        """The server refuses and closes; `key_op`: what the refusal did to the client's bucket of keys ("count":
+        a key that opened nothing, a token taken if there was one; "refuse": a key tried while throttled)."""
         self.expect_error(code)
         self.closing = close
+        if key_op is not None:
+            self.key_ops.append((key_op, self.client, time.monotonic()))
 
 
 # ---------------------------------------------------------------- per-client limits
@@ -176,6 +216,15 @@ class Bucket:
     def may_pass(self, t1: float) -> bool:
         return self.hi_at(t1) >= 1 - EPS
 
+    def verdict(self, t: float, horizon: float) -> bool | None:
+        """Whether the client is throttled from t to t + horizon (True), holds a token from t on (False), or either
+        (None)."""
+        if self.lo_at(t) >= 1 + EPS:
+            return False
+        if self.hi_at(t + horizon) < 1 - EPS:
+            return True
+        return None
+
     def retry_after(self, t0: float, t1: float) -> tuple[int, int]:
         """The Retry-After a refusal may carry: the seconds until the next token, rounded up, at least 1."""
         def seconds(tokens: float, rounding: float) -> int:
@@ -183,9 +232,11 @@ class Bucket:
         return seconds(self.hi_at(t1), -EPS), seconds(self.lo_at(t0), EPS)
 
     def after(self, op: str, t0: float, t1: float) -> tuple[float, float]:
-        """The bounds at t1 after the server did `op`: charged a token, refused (none there), or let pass (one
-        was there, none taken)."""
+        """The bounds at t1 after the server did `op`: charged a token, refused (none there), let pass (one was
+        there, none taken), or did not look ("none")."""
         slack = self.rate * (t1 - t0)
+        if op == "none":
+            return self.lo_at(t1), self.hi_at(t1)
         if op == "charge":
             return max(self.lo_at(t0), 1) - 1, min(self.burst, self.hi_at(t1) - 1 + slack)
         if op == "refuse":
@@ -206,7 +257,7 @@ class Branch:
     code: str | None = None  # the error code of its JSON error body; None: no error body
     raised: bool = False  # aiohttp's own answer (router 404/405, 413): plain text, no CORS headers
     body: str = ""  # what the body must be, for Fuzz.check_answer: "short", "details", "created", "list", ...
-    op: tuple[str, str, str] | None = None  # (bucket, client, "charge" | "refuse" | "pass") the answer implies
+    ops: tuple[tuple[str, str, str], ...] = ()  # (bucket, client, "charge" | "refuse" | "pass"): what it implies
     apply: Callable[[Any], None] | None = field(default=None, compare=False)  # the model's state after it
 
 
@@ -275,21 +326,61 @@ class ProtocolModel:
 
     # ------------------------------------------------------------ the model
 
-    def predict(self, peer: Peer, out: Out) -> None:
-        """What docs/protocol.md says the server answers to `out` on `peer`; the model's state follows."""
+    @staticmethod
+    def first_auth(out: Out) -> Auth | None:
+        """The `auth` a private room's first message is read as (None: none, key_required)."""
+        try:
+            cmd = parse_text(out.payload, 1024) if isinstance(out.payload, str) else None
+        except ProtocolError:
+            cmd = None
+        return cmd if isinstance(cmd, Auth) else None
+
+    def key_dependent(self, peer: Peer, out: Out) -> bool:
+        """Whether the answer to `out` depends on the client's throttle for wrong keys: a key that would open a
+        private room, or a `start` with a key that may publish (a wrong key is bad_key either way)."""
+        if out.size >= WS_LIMIT:
+            return False
+        if not peer.authed:
+            cmd = self.first_auth(out)
+            return cmd is not None and peer.room.may_view(cmd.key)
+        if peer.role != "speaker" or peer.started or not peer.key or isinstance(out.payload, bytes) or out.deep:
+            return False
+        try:
+            cmd = parse_text(out.payload, MAX_MESSAGE)
+        except ProtocolError:
+            return False
+        return isinstance(cmd, Start) and peer.room.may_publish(peer.key) is None
+
+    def keys_throttled(self, client: str) -> bool | None:
+        """Whether `client` is throttled for wrong keys from now until KEY_HORIZON_S from now (None: either)."""
+        return self.bucket("keys", client).verdict(time.monotonic(), KEY_HORIZON_S)
+
+    def apply_key_ops(self, peer: Peer) -> None:
+        """The refusals on `peer` came: their effect on its client's bucket of keys."""
+        t1 = time.monotonic()
+        for op, client, t0 in peer.key_ops:
+            bucket = self.bucket("keys", client)
+            ops = {op} if op != "count" else {o for o, possible in (("charge", bucket.may_pass(t1)),
+                                                                   ("refuse", bucket.may_refuse(t0))) if possible}
+            bucket.apply(ops, t0, t1)
+            self.totals.limited[f"keys-ws-{op}"] += 1  # "refuse": a right key refused while throttled
+        peer.key_ops.clear()
+
+    def predict(self, peer: Peer, out: Out, throttled: bool | None = None) -> None:
+        """What docs/protocol.md says the server answers to `out` on `peer`; the model's state follows.
+        `throttled`: whether the peer's client is throttled for wrong keys, where `key_dependent`."""
         if out.size >= WS_LIMIT:
             peer.closing = 1009
             return
         if not peer.authed:  # a private room's first message must be auth with a key that opens it
             peer.authed = True
-            try:
-                cmd = parse_text(out.payload, 1024) if isinstance(out.payload, str) else None
-            except ProtocolError:
-                cmd = None
-            if not isinstance(cmd, Auth):
+            cmd = self.first_auth(out)
+            if cmd is None:
                 return peer.refuse(protocol.KEY_REQUIRED, 4401)
-            if not peer.room.may_view(cmd.key):
-                return peer.refuse(protocol.BAD_KEY, 4401)
+            if not peer.room.may_view(cmd.key):  # counted (a token taken, if the client has one)
+                return peer.refuse(protocol.BAD_KEY, 4401, "count")
+            if self.must_know(throttled, peer):  # the right key, refused while throttled
+                return peer.refuse(protocol.BAD_KEY, 4401, "refuse")
             peer.expect_hello = True
             return
         if isinstance(out.payload, bytes):
@@ -316,15 +407,25 @@ class ProtocolModel:
             if peer.started:
                 peer.started, peer.room.speaker = False, None
         else:
-            self.start(peer, cmd)
+            self.start(peer, cmd, throttled)
 
-    def start(self, peer: Peer, cmd: Start) -> None:
+    def must_know(self, throttled: bool | None, peer: Peer) -> bool:
+        if throttled is None:
+            self.fail(f"{peer.name}: the model cannot tell whether {peer.client} is throttled (the harness did not "
+                      f"wait until it could: key_determinate)")
+        return throttled
+
+    def start(self, peer: Peer, cmd: Start, throttled: bool | None) -> None:
         room = peer.room
         if peer.started:
             return peer.expect_error(protocol.ALREADY_STARTED)
         refusal = room.may_publish(peer.key)
+        if refusal == protocol.BAD_KEY:  # counted; while throttled refused all the same
+            return peer.refuse(refusal, 4401, "count")
         if refusal:
             return peer.refuse(refusal, 4401)
+        if peer.key and self.must_know(throttled, peer):  # a key that may publish, while throttled
+            return peer.refuse(protocol.BAD_KEY, 4401, "refuse")
         other = room.speaker
         if other is not None and other is not peer:
             if not cmd.takeover:
@@ -352,9 +453,11 @@ class ProtocolModel:
         return name is not None and (name in self.rooms or name in self.created)
 
     def url_outcome(self, endpoint: str, name: Name, since: str | None, header: str, host: str = "default",
-                    origin: str = "none") -> tuple[str, int | None]:
+                    origin: str = "none", throttled: bool = False) -> tuple[str, int | None]:
         """The refusal (error code and close code) or "hello", in the order of docs/protocol.md: the Host (an HTTP
-        421 before the handshake), the origin, the room name, the room, `since`, the key."""
+        421 before the handshake), the origin, the room name, the room, `since`, the key (a wrong one to a private
+        room is counted; a right one is refused while `throttled`). A key in the handshake while the client is
+        throttled is an HTTP 429 before all but the Host (B7: the harness checks that, `Fuzz.handshake`)."""
         if not host_answered(host):
             return "bad_host", 421
         if not ORIGINS[origin][1]:
@@ -374,7 +477,7 @@ class ProtocolModel:
                 return "bad_message", 4400
         room = self.room_model(name.name)
         key = bearer(auth_header(header).get("Authorization"))
-        if room.viewer_key is not None and key is not None and not room.may_view(key):
+        if room.viewer_key is not None and key is not None and (throttled or not room.may_view(key)):
             return "bad_key", 4401
         return "hello", None
 
@@ -388,16 +491,23 @@ class ProtocolModel:
         return bearer(auth_header(req.auth).get("Authorization"))
 
     def http_expected(self, req: Req, t0: float, t1: float) -> list[Branch]:
-        """Every answer docs/protocol.md allows to `req`, sent at t0 and answered by t1."""
+        """Every answer docs/protocol.md allows to `req`, sent at t0 and answered by t1: first what every request
+        goes through (the Host, the Origin of a state-changing one, a presented key while its client is
+        throttled: 429 before routing, whatever the key), then the endpoint's own answers."""
         self._window = (t0, t1)
-        cross = ORIGINS[req.origin][2]
-        if req.kind == "preflight" and cross and req.acrm:
-            return [Branch(204)]  # (answered before the Host check: B2, steered by the harness)
         if not host_answered(req.host):
             return [Branch(421, protocol.BAD_HOST)]
         if req.method in STATE_CHANGING and not ORIGINS[req.origin][1]:
             return [Branch(403, protocol.ORIGIN_NOT_ALLOWED)]
+        if self.key_of(req) is None:  # a request without a key never counts
+            return self.routed(req)
+        return self.gate("keys", req, Branch(429, protocol.RATE_LIMITED), lambda: self.routed(req),
+                         "pass")
+
+    def routed(self, req: Req) -> list[Branch]:
         if req.kind == "preflight":
+            if ORIGINS[req.origin][2] and req.acrm:
+                return [Branch(204)]
             return [Branch(405 if PREFLIGHT_PATHS[req.path] else 404, raised=True)]
         if req.kind == "page":
             return [Branch(200, body="page")]
@@ -413,76 +523,86 @@ class ProtocolModel:
             return routing or [Branch(405 if req.path.endswith("/ask") else 404, raised=True)]
         return routing + getattr(self, f"http_{req.kind}")(req)
 
+    @staticmethod
+    def with_op(branch: Branch, op: tuple[str, str, str]) -> Branch:
+        """`branch`, implying `op` too, unless it already says what happened to that bucket (a charge is a pass)."""
+        if any(o[:2] == op[:2] for o in branch.ops):
+            return branch
+        return replace(branch, ops=(op, *branch.ops))
+
     def gate(self, kind: str, req: Req, refused: Branch, passed: Callable[[], list[Branch]], op: str) -> list[Branch]:
         """A per-client limit: refused when the client's bucket is empty, else the answers of `passed`, with what
         either implies for the bucket (`op` for passing: "charge" takes a token, "pass" only looked)."""
-        client = CLIENTS[req.client][1]
+        client = self.http_addresses[req.client]
         bucket = self.bucket(kind, client)
         t0, t1 = self._window
         out = []
         if bucket.may_refuse(t0):
-            out.append(replace(refused, op=(kind, client, "refuse")))
+            out.append(self.with_op(refused, (kind, client, "refuse")))
         if bucket.may_pass(t1):
-            out += [replace(b, op=(kind, client, op)) for b in passed()]
+            out += [self.with_op(b, (kind, client, op)) for b in passed()]
         return out
 
+    def wrong_key(self, req: Req, answer: Branch) -> Branch:
+        """A presented key that opened nothing: counted (a token taken). The client had one: had it not, `guard`
+        would have answered 429 before, so the endpoint's own 429 for the count cannot come."""
+        return self.with_op(answer, ("keys", self.http_addresses[req.client], "charge"))
+
     def admin_only(self, req: Req, then: Callable[[], list[Branch]]) -> list[Branch]:
-        """POST /v1/rooms, DELETE, /metrics: a client throttled for wrong admin keys is refused whatever it sends;
-        the admin key goes on; anything else is a wrong admin key, counted (401)."""
+        """POST /v1/rooms, DELETE, /metrics: the admin key goes on; no key is 401 key_required (not counted);
+        another key is a wrong one, counted (401 bad_key)."""
         key = self.key_of(req)
-        refused = Branch(429, protocol.RATE_LIMITED)
+        if key is None:
+            return [Branch(401, protocol.KEY_REQUIRED)]
         if key == ADMIN:
-            return self.gate("admin", req, refused, then, "pass")
-        denied = [Branch(401, protocol.BAD_KEY if key else protocol.KEY_REQUIRED)]
-        return self.gate("admin", req, refused, lambda: denied, "charge" if key or KEYLESS_COUNTS_AS_WRONG_KEY
-                         else "pass")
-
-    def wrong_admin_key(self, req: Req, answer: Branch) -> list[Branch]:
-        """A key that is not the admin's where the admin key would do (GET /v1/rooms, PATCH, POST summary): counted,
-        429 once the client has sent too many."""
-        return self.gate("admin", req, Branch(429, protocol.RATE_LIMITED), lambda: [answer], "charge")
-
-    def as_admin(self, req: Req, then: Callable[[], list[Branch]]) -> list[Branch]:
-        """The admin key where a wrong one is counted: refused while its client is throttled (unless B4)."""
-        if ADMIN_KEY_SKIPS_THROTTLE:
             return then()
-        return self.gate("admin", req, Branch(429, protocol.RATE_LIMITED), then, "pass")
+        return [self.wrong_key(req, Branch(401, protocol.BAD_KEY))]
 
-    def json_body(self, req: Req) -> dict | Branch:
+    def with_body(self, req: Req, then: Callable[[dict], list[Branch]]) -> list[Branch]:
         """The body as the endpoints read it: 415 unless its media type is application/json, 413 over 1 MiB, 400
-        unless it decodes (with the Content-Type's charset) to a JSON object of valid Unicode."""
+        unless it decodes (with the Content-Type's charset) to a JSON object of valid Unicode; else the answers
+        of `then(body)`. Nested DEEP_LEVELS deep or more, 400 is right too (the parser's recursion limit)."""
         if req.content_type not in JSON_TYPES:
-            return Branch(415, protocol.BAD_MESSAGE)
+            return [Branch(415, protocol.BAD_MESSAGE)]
         body = req.body or b""
         if len(body) > CLIENT_MAX_SIZE:
-            return Branch(413, raised=True)
+            return [Branch(413, raised=True)]
+        bad = Branch(400, protocol.BAD_MESSAGE)
         try:
-            obj = json.loads(body.decode(JSON_TYPES[req.content_type] or "utf-8"))
-        except (ValueError, LookupError, UnicodeError):
-            return Branch(400, protocol.BAD_MESSAGE)
+            text = body.decode(JSON_TYPES[req.content_type] or "utf-8")
+        except (LookupError, UnicodeError):
+            return [bad]
+        depth = nesting(text)
+        if depth >= SURELY_TOO_DEEP:
+            return [bad]
         try:
-            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            with deep_stack(depth):
+                obj = json.loads(text)
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
         except (ValueError, UnicodeError, RecursionError):
-            return Branch(400, protocol.BAD_MESSAGE)
-        return obj if isinstance(obj, dict) else Branch(400, protocol.BAD_MESSAGE)
+            return [bad]
+        meaning = then(obj) if isinstance(obj, dict) else [bad]
+        return meaning + [bad] if depth >= DEEP_LEVELS else meaning
 
-    def viewable(self, req: Req) -> RoomModel | None:
-        """The room if the request may see it: a private room without a key that opens it is no room (404)."""
+    def viewable(self, req: Req) -> RoomModel | Branch:
+        """The room if the request may see it, else its 404: a private room without a key that opens it is no room
+        (the key that does not open it counted)."""
         name = req.name.name
+        missing = Branch(404, protocol.NO_SUCH_ROOM)
         if not self.exists(name):
-            return None
+            return missing
         room = self.room_model(name)
-        return room if room.may_view(self.key_of(req)) else None
+        key = self.key_of(req)
+        if room.may_view(key):
+            return room
+        return self.wrong_key(req, missing) if key else missing
 
     # the kinds of request, in the order their handlers check things
 
     def http_create(self, req: Req) -> list[Branch]:
-        return self.admin_only(req, lambda: self.create_answer(req))
+        return self.admin_only(req, lambda: self.with_body(req, lambda body: self.create_answer(req, body)))
 
-    def create_answer(self, req: Req) -> list[Branch]:
-        body = self.json_body(req)
-        if isinstance(body, Branch):
-            return [body]
+    def create_answer(self, req: Req, body: dict) -> list[Branch]:
         title, private = body.get("title"), body.get("private", False)
         name = body.get("room") or slug(title if isinstance(title, str) else "")
         if not (isinstance(title, str) and 0 < len(title.strip()) <= 200 and isinstance(private, bool)
@@ -518,10 +638,9 @@ class ProtocolModel:
     def http_list(self, req: Req) -> list[Branch]:
         key = self.key_of(req)
         if key == ADMIN:
-            return self.as_admin(req, lambda: [Branch(200, body="list-all")])
-        if key:
-            return self.wrong_admin_key(req, Branch(200, body="list-public"))
-        return [Branch(200, body="list-public")]
+            return [Branch(200, body="list-all")]
+        public = Branch(200, body="list-public")
+        return [self.wrong_key(req, public) if key else public]
 
     def http_patch(self, req: Req) -> list[Branch]:
         key = self.key_of(req)
@@ -529,12 +648,10 @@ class ProtocolModel:
         room = self.room_model(name) if self.exists(name) else None
         if room is None or key not in (ADMIN, room.speaker_key):
             missing = Branch(404, protocol.NO_SUCH_ROOM)
-            return self.wrong_admin_key(req, missing) if key and key != ADMIN else [missing]
+            counted = key is not None and key != ADMIN  # the admin key naming a missing room is a typo
+            return [self.wrong_key(req, missing) if counted else missing]
 
-        def answer() -> list[Branch]:
-            body = self.json_body(req)
-            if isinstance(body, Branch):
-                return [body]
+        def answer(body: dict) -> list[Branch]:
             ask = body.get("ask", room.ask)
             if ask not in ASK_POLICIES:
                 return [Branch(400, protocol.BAD_MESSAGE)]
@@ -542,22 +659,24 @@ class ProtocolModel:
             def changed(_: Any) -> None:
                 room.ask = ask
             return [Branch(200, body=f"room-ask:{ask}", apply=changed)]
-        return self.as_admin(req, answer) if key == ADMIN else answer()
+        return self.with_body(req, answer)
 
     def http_transcript(self, req: Req) -> list[Branch]:
-        return [Branch(200, body="transcript")] if self.viewable(req) else [Branch(404, protocol.NO_SUCH_ROOM)]
+        room = self.viewable(req)
+        return [room if isinstance(room, Branch) else Branch(200, body="transcript")]
 
     def http_export(self, req: Req) -> list[Branch]:
-        if not self.viewable(req):
-            return [Branch(404, protocol.NO_SUCH_ROOM)]
+        room = self.viewable(req)
+        if isinstance(room, Branch):
+            return [room]
         if ("txt" if req.format is None else req.format) not in EXPORT_TYPES:
             return [Branch(400, protocol.BAD_MESSAGE)]
         return [Branch(200, body="export")]
 
     def http_summary(self, req: Req) -> list[Branch]:
         room = self.viewable(req)
-        if room is None:
-            return [Branch(404, protocol.NO_SUCH_ROOM)]
+        if isinstance(room, Branch):
+            return [room]
         if req.method == "GET":
             made = [Branch(200, body="summary")]
             none = [Branch(404, protocol.NO_SUMMARY)]
@@ -566,57 +685,61 @@ class ProtocolModel:
         if key not in (room.speaker_key, ADMIN):  # the body is not read: no 415
             if not key:
                 return [Branch(401, protocol.KEY_REQUIRED)]
-            return self.wrong_admin_key(req, Branch(401, protocol.BAD_KEY))
+            return [self.wrong_key(req, Branch(401, protocol.BAD_KEY))]  # a key that may not publish
 
         def made_one(_: Any) -> None:
             room.summary = True
         made = Branch(200, body="summary", apply=made_one)
-        if key == ADMIN:
-            return self.as_admin(req, lambda: [made])
+        if key == ADMIN:  # the admin is not limited
+            return [made]
         return self.gate("asks", req, Branch(429, protocol.RATE_LIMITED), lambda: [made], "charge")
 
     def http_ask(self, req: Req) -> list[Branch]:
         room = self.viewable(req)
-        if room is None:
-            return [Branch(404, protocol.NO_SUCH_ROOM)]
+        if isinstance(room, Branch):
+            return [room]
         key = self.key_of(req)
         holds_key = key is not None and key in (room.viewer_key, room.speaker_key, ADMIN)
-        if room.ask == "nobody" or room.ask == "viewers" and not holds_key:
+        if room.ask == "nobody":
             return [Branch(403, protocol.NOT_ALLOWED)]
-        body = self.json_body(req)
-        if isinstance(body, Branch):
-            return [body]
-        question = body.get("question")
-        if not isinstance(question, str) or not 0 < len(question.strip()) <= MAX_QUESTION:
-            return [Branch(400, protocol.BAD_MESSAGE)]
-        answer = Branch(200, body="answer")
-        if key == ADMIN:  # the admin is not limited
-            return [answer]
-        return self.gate("asks", req, Branch(429, protocol.RATE_LIMITED), lambda: [answer], "charge")
+        if room.ask == "viewers" and not holds_key:  # a key that may not ask here is counted
+            refused = Branch(403, protocol.NOT_ALLOWED)
+            return [self.wrong_key(req, refused) if key else refused]
+
+        def answer(body: dict) -> list[Branch]:
+            question = body.get("question")
+            if not isinstance(question, str) or not 0 < len(question.strip()) <= MAX_QUESTION:
+                return [Branch(400, protocol.BAD_MESSAGE)]
+            answered = Branch(200, body="answer")
+            if key == ADMIN:  # the admin is not limited
+                return [answered]
+            return self.gate("asks", req, Branch(429, protocol.RATE_LIMITED), lambda: [answered], "charge")
+        return self.with_body(req, answer)
 
     def http_misc(self, req: Req) -> list[Branch]:
         if req.path == "/v1":
             return [Branch(404, raised=True)]
         if req.path.startswith("/v1/rooms"):
             return self.http_list(req)
-        key = self.key_of(req)
         if req.path == "/metrics":
             return self.admin_only(req, lambda: [Branch(200, body="metrics")])
-        # /healthz: the details for the admin key (not while its client is throttled), {status, ready} otherwise;
-        # a wrong key is counted as for /metrics.
-        short = Branch(200, body="short")
+        # /healthz: the details for the admin key, {status, ready} otherwise; another key is counted as for /metrics.
+        key = self.key_of(req)
         if key == ADMIN:
-            return self.gate("admin", req, short, lambda: [Branch(200, body="details")], "pass")
-        return self.gate("admin", req, short, lambda: [short], "charge" if key or KEYLESS_COUNTS_AS_WRONG_KEY
-                         else "pass")
+            return [Branch(200, body="details")]
+        short = Branch(200, body="short")
+        return [self.wrong_key(req, short) if key else short]
 
     def settle(self, branches: list[Branch], t0: float, t1: float) -> None:
-        """Narrow the buckets by the answer that came (`branches`: those it matched)."""
+        """Narrow the buckets by the answer that came (`branches`: those it matched; a bucket that one of them
+        did not look at may be as it was)."""
         ops: dict[tuple[str, str], set[str]] = {}
         for b in branches:
-            if b.op is not None:
-                ops.setdefault(b.op[:2], set()).add(b.op[2])
+            for op in b.ops:
+                ops.setdefault(op[:2], set()).add(op[2])
         for (kind, client), which in ops.items():
+            if any(all(o[:2] != (kind, client) for o in b.ops) for b in branches):
+                which.add("none")
             self.bucket(kind, client).apply(which, t0, t1)
 
     def viewer_url_ok(self, data: dict) -> bool:
