@@ -207,8 +207,8 @@ def notes_event(finals: list[dict[str, Any]], seq: int, count: int = 40) -> dict
 
 def build_db(path: Path, hours: float, seed: int = 42) -> int:
     """A fresh database holding one public room (a speaker key, no viewer key) with `hours` of finals and notes."""
-    from realtime.access import hash_key
-    from realtime.store import RoomRecord, open_store
+    from realtime.core.access import hash_key
+    from realtime.storage.sqlite import RoomRecord, open_store
 
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)

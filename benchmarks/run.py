@@ -69,7 +69,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def label(model: str, device: str, compute_type: str) -> str:
-    from realtime.model import pick_device
+    from realtime.asr.whisper import pick_device
 
     device, compute_type = pick_device(device, compute_type)
     name = re.sub(r"[^A-Za-z0-9.+-]+", "_", Path(model).name if "/" in model else model)

@@ -38,7 +38,7 @@ def load_model(name: str, device: str = "cpu", compute_type: str = "int8") -> An
     """The model the server would load for `--model name` (shipped base, tiny.en package, directory or hub name)."""
     from faster_whisper import WhisperModel
 
-    from realtime.model import pick_device, resolve_model
+    from realtime.asr.whisper import pick_device, resolve_model
 
     device, compute_type = pick_device(device, compute_type)
     return WhisperModel(str(resolve_model(name, CACHE)), device=device, compute_type=compute_type)

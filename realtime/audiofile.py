@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE
+from realtime.core.audio import SAMPLE_RATE
 
 
 def read_audio(path: str | Path) -> np.ndarray:

@@ -116,7 +116,7 @@ def _clock(seconds: float) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from realtime.app import run_server
+    from realtime.server.run import run_server
 
     try:
         settings = Settings.from_sources(args=args)

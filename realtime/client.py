@@ -19,7 +19,7 @@ from urllib.parse import quote
 import numpy as np
 import websockets
 
-from realtime.audio import SAMPLE_RATE
+from realtime.core.audio import SAMPLE_RATE
 
 # Errors after which the server closes a speaker's connection.
 REFUSALS = ("server_full", "speaker_exists", "bad_room", "key_required", "bad_key", "no_such_room",

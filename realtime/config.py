@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.origins import parse_allowlist
+from realtime.core.origins import parse_allowlist
 
 MIN_ADMIN_KEY_CHARS = 24  # a person's admin key must resist guessing as well as the 192-bit keys made here
 

@@ -12,10 +12,10 @@ import json
 import sys
 import time
 
-from realtime.access import hash_key, new_key, slug
 from realtime.config import Settings
-from realtime.protocol import ProtocolError, check_room
-from realtime.store import ASK_POLICIES, RoomExists, RoomRecord, Store, open_store
+from realtime.core.access import hash_key, new_key, slug
+from realtime.core.protocol import ProtocolError, check_room
+from realtime.storage.sqlite import ASK_POLICIES, RoomExists, RoomRecord, Store, open_store
 
 
 def make_room(store: Store, title: str, name: str, private: bool, ask: str = "anyone") -> dict:

@@ -48,6 +48,6 @@ def offline_model(cache_dir: Path):
     """The same shipped model, in-process, for offline reference transcriptions."""
     from faster_whisper import WhisperModel
 
-    from realtime.model import ensure_shipped_base
+    from realtime.asr.whisper import ensure_shipped_base
 
     return WhisperModel(str(ensure_shipped_base(cache_dir)), device="cpu", compute_type="int8")

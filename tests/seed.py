@@ -7,8 +7,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from realtime.access import hash_key, new_key
-from realtime.store import RoomRecord, open_store
+from realtime.core.access import hash_key, new_key
+from realtime.storage.sqlite import RoomRecord, open_store
 
 WORDS = ("the cell membrane controls what enters and leaves while proteins carry signals across it and "
          "enzymes speed up reactions that would otherwise take years in the body so energy from food is stored "

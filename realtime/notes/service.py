@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from realtime.core.protocol import Notes, Summary
+from realtime.core.room import Room, Rooms
 from realtime.notes.budget import LLMBudget
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
@@ -34,9 +36,7 @@ from realtime.notes.summary import (
     retrieve,
     summary_request,
 )
-from realtime.offload import Offload
-from realtime.protocol import Notes, Summary
-from realtime.rooms import Room, Rooms
+from realtime.server.offload import Offload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from realtime.access import (
+from realtime.core.access import (
     Gate,
     bearer,
     client_address,

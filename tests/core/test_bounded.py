@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.loopstall import lecture_finals
-from realtime import export
+from realtime.core import export
 from realtime.notes import extractive
 from realtime.notes.extractive import BLOCK, extract, key_terms, sentences, tfidf, top_terms
 from realtime.notes.summary import extractive_summary

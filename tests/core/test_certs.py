@@ -12,10 +12,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from realtime.app import tls_context
 from realtime.certs import local_ipv4_addresses, make_self_signed, subject_names
 from realtime.cli import main
 from realtime.config import Settings
+from realtime.server.run import tls_context
 
 
 def test_subject_names_keep_order_and_drop_repeats() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.commit import HypWord, LocalAgreement, common_prefix, join_words, norm
+from realtime.core.agreement import HypWord, LocalAgreement, common_prefix, join_words, norm
 
 
 def hyp(text: str, start: float = 0.0, step: float = 0.3) -> list[HypWord]:

@@ -11,8 +11,8 @@ import pytest
 import srt
 import webvtt
 
-from realtime.commit import HypWord, join_words
-from realtime.export import FORMATS, to_json, to_markdown, to_srt, to_txt, to_vtt
+from realtime.core.agreement import HypWord, join_words
+from realtime.core.export import FORMATS, to_json, to_markdown, to_srt, to_txt, to_vtt
 from realtime.notes.state import Bullet
 
 VOCAB = ("the gradient of a function points uphill so we step the other way and repeat until the loss stops "

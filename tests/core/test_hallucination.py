@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.commit import HypWord
-from realtime.hallucination import Segment, clean, cut_repetitions, is_phantom
+from realtime.core.agreement import HypWord
+from realtime.core.hallucination import Segment, clean, cut_repetitions, is_phantom
 
 
 def words(text: str, start: float = 0.0, step: float = 0.3, prob: float = 0.9) -> list[HypWord]:

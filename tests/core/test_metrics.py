@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from realtime.metrics import CONTENT_TYPE, Family, counter, gauge, render
+from realtime.core.prometheus import CONTENT_TYPE, Family, counter, gauge, render
 
 NASTY = 'say "hi"\\path\nnext line'
 

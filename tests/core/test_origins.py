@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from realtime.config import Settings
-from realtime.origins import OriginPolicy, normalize, parse_allowlist
+from realtime.core.origins import OriginPolicy, normalize, parse_allowlist
 
 
 def test_normalize_canonical_origins():
@@ -41,7 +41,7 @@ def test_policy():
 
 
 def test_host_policy_with_open_rooms_serves_only_loopback_names() -> None:
-    from realtime.origins import HostPolicy
+    from realtime.core.origins import HostPolicy
 
     policy = HostPolicy(open_rooms=True)
     for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "127.5.5.5", "LOCALHOST"):
@@ -51,7 +51,7 @@ def test_host_policy_with_open_rooms_serves_only_loopback_names() -> None:
 
 
 def test_host_policy_with_a_public_url_serves_its_host_and_loopback() -> None:
-    from realtime.origins import HostPolicy
+    from realtime.core.origins import HostPolicy
 
     policy = HostPolicy(open_rooms=False, public_url="https://captions.example.edu")
     assert policy.allows("captions.example.edu") and policy.allows("Captions.Example.edu:443")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from realtime import PROTOCOL_VERSION
-from realtime.protocol import (
+from realtime.core.protocol import (
     BAD_AUDIO,
     BAD_JSON,
     BAD_MESSAGE,

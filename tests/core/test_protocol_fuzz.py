@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realtime import protocol
-from realtime.protocol import Auth, Ping, ProtocolError, Start, Stop, check_audio, parse_text
+from realtime.core import protocol
+from realtime.core.protocol import Auth, Ping, ProtocolError, Start, Stop, check_audio, parse_text
 from tests.protocol_doc import CODE_CLOSES, CODE_ERRORS, DOC, DOC_CLOSES, DOC_ERRORS
 
 MAX_BYTES = 65536

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.ratelimit import ClientBuckets, ConnectionCounter, TokenBucket
+from realtime.core.ratelimit import ClientBuckets, ConnectionCounter, TokenBucket
 
 # ---------------------------------------------------------------- the token bucket
 

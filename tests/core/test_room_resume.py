@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from realtime import PROTOCOL_VERSION
+from realtime.core.protocol import Final, Hello, Notes, Partial, Status, Summary, Word
+from realtime.core.room import RESUME_EVENTS, SEQ_BLOCK, Connection, Room, Rooms
 from realtime.notes.state import Bullet
-from realtime.protocol import Final, Hello, Notes, Partial, Status, Summary, Word
-from realtime.rooms import RESUME_EVENTS, SEQ_BLOCK, Connection, Room, Rooms
-from realtime.store import RoomRecord, RoomState, SQLiteStore
+from realtime.storage.sqlite import RoomRecord, RoomState, SQLiteStore
 
 BULLETS = [{"id": "b1", "text": "**Entropy** never decreases", "refs": [0, 1], "parent": None},
            {"id": "b2", "text": "in a closed system", "refs": [1], "parent": "b1"}]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from realtime.protocol import CLOSE_SLOW_LISTENER, Final, Hello, Partial, Status
-from realtime.rooms import Connection, Room
+from realtime.core.protocol import CLOSE_SLOW_LISTENER, Final, Hello, Partial, Status
+from realtime.core.room import Connection, Room
 
 
 def final(i: int) -> Final:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from realtime.room_admin import make_room, room_command
-from realtime.store import (
+from realtime.storage.sqlite import (
     _MIGRATIONS,
     ASK_POLICIES,
     SCHEMA_VERSION,
@@ -443,7 +443,7 @@ def test_a_v1_database_migrates_and_keeps_its_data(tmp_path: Path):
 def test_a_failed_migration_leaves_the_v1_database_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "v1.db"
     write_v1_database(path)
-    monkeypatch.setattr("realtime.store._MIGRATIONS", [_MIGRATIONS[0], [*_MIGRATIONS[1], "THIS IS NOT SQL"]])
+    monkeypatch.setattr("realtime.storage.sqlite._MIGRATIONS", [_MIGRATIONS[0], [*_MIGRATIONS[1], "THIS IS NOT SQL"]])
     with pytest.raises(sqlite3.OperationalError):
         SQLiteStore(str(path))
     with sqlite3.connect(path) as db:
@@ -701,7 +701,7 @@ def test_writes_from_two_stores_and_many_threads_interleave(tmp_path: Path):
 
 CHILD = """
 import sys, time
-from realtime.store import RoomRecord, SQLiteStore
+from realtime.storage.sqlite import RoomRecord, SQLiteStore
 store = SQLiteStore(sys.argv[1])
 store.add_room(RoomRecord("crash"))
 for i in range(int(sys.argv[2])):

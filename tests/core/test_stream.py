@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from realtime.commit import HypWord
-from realtime.hallucination import Segment
-from realtime.protocol import Event, Final, Partial, Start
-from realtime.stream import DecodeRequest, LectureStream, StreamConfig
-from realtime.vad import Segmenter
+from realtime.core.agreement import HypWord
+from realtime.core.hallucination import Segment
+from realtime.core.lecture import DecodeRequest, LectureStream, StreamConfig
+from realtime.core.protocol import Event, Final, Partial, Start
+from realtime.core.vad import Segmenter
 
 RATE = 16000
 

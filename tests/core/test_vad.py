@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from realtime.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
+from realtime.core.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
 
 FRAME_MS = 30
 FRAME_SAMPLES = 16000 * FRAME_MS // 1000
@@ -200,7 +200,7 @@ def test_real_webrtcvad_keeps_no_utterance_from_low_white_noise() -> None:
 
 
 def test_dc_blocker_removes_an_offset_and_leaves_ordinary_audio_alone() -> None:
-    from realtime.audio import DCBlocker
+    from realtime.core.audio import DCBlocker
 
     rng = np.random.default_rng(0)
     speechlike = (rng.standard_normal(16000) * 3000).astype(np.int16)

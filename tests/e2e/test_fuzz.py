@@ -57,8 +57,8 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from realtime import protocol
 from realtime.client import stream_audio
+from realtime.core import protocol
 from tests.conftest import ARTIFACTS, ServerProcess
 from tests.e2e.fuzzing.harness import SEED, Fuzz
 from tests.e2e.fuzzing.model import CLOSE_CODES

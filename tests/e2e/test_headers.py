@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from realtime.headers import CSP
+from realtime.server.headers import CSP
 from tests.conftest import free_port
 from tests.e2e.browser import FAKE_DEVICE, FAKE_UI, ConsoleErrors, chromium, wait_js
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.model import SHIPPED_BASE_SIZE, ModelError, ensure_shipped_base, pick_device, resolve_model
+from realtime.asr.whisper import SHIPPED_BASE_SIZE, ModelError, ensure_shipped_base, pick_device, resolve_model
 
 FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
@@ -122,8 +122,8 @@ def test_pick_device_on_cpu():
 def test_decodes_keep_word_times_of_the_buffer(cache_dir: Path, offline_model, clips, kind: str):
     """The decoder puts half a second of silence before each buffer (a lead-in against loops on trimmed encoder
     windows); the words it returns must still be timed from the buffer's first sample, as a plain decode times them."""
-    from realtime.model import WhisperDecoder
-    from realtime.stream import DecodeRequest
+    from realtime.asr.whisper import WhisperDecoder
+    from realtime.core.lecture import DecodeRequest
     from tests.speech import english
 
     clip = english(clips)[0]

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from websockets.frames import Close
 from yarl import URL
 
-from realtime import protocol
-from realtime.access import bearer
-from realtime.protocol import check_room
+from realtime.core import protocol
+from realtime.core.access import bearer
+from realtime.core.protocol import check_room
 from tests.conftest import ServerProcess
 from tests.e2e.fuzzing.model import (
     CLOSE_CODES,

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from realtime import protocol
-from realtime.access import bearer, slug
-from realtime.protocol import Auth, Ping, ProtocolError, Start, Stop, check_room, parse_text
+from realtime.core import protocol
+from realtime.core.access import bearer, slug
+from realtime.core.protocol import Auth, Ping, ProtocolError, Start, Stop, check_room, parse_text
 from tests.e2e.fuzzing.strategies import (
     ADMIN,
     JSON_TYPES,

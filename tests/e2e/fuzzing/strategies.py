@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from realtime import protocol
+from realtime.core import protocol
 
 MAX_MESSAGE = 65536  # the server's defaults: --max-message-bytes
 MAX_FRAME = 32000  # --max-frame-bytes

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from realtime.access import Gate
+from realtime.asr.pool import Engine
 from realtime.config import Settings
-from realtime.engine import Engine
-from realtime.exports import ExportCache
+from realtime.core.access import Gate
+from realtime.core.origins import HostPolicy, OriginPolicy
+from realtime.core.ratelimit import ClientBuckets, ConnectionCounter
+from realtime.core.room import Rooms
 from realtime.notes.service import NotesService
-from realtime.offload import Offload
-from realtime.origins import HostPolicy, OriginPolicy
-from realtime.ratelimit import ClientBuckets, ConnectionCounter
-from realtime.rooms import Rooms
-from realtime.store import Store
+from realtime.server.exports import ExportCache
+from realtime.server.offload import Offload
+from realtime.storage.sqlite import Store
 
 
 @dataclass

@@ -18,10 +18,10 @@ import time
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
-from realtime.access import proxied
-from realtime.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
-from realtime.engine import Handle
-from realtime.protocol import (
+from realtime.asr.pool import Handle
+from realtime.core.access import proxied
+from realtime.core.lecture import LectureStream, StreamConfig
+from realtime.core.protocol import (
     ALREADY_STARTED,
     BAD_KEY,
     CLOSE_IDLE,
@@ -52,9 +52,10 @@ from realtime.protocol import (
     check_audio,
     parse_text,
 )
-from realtime.ratelimit import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
-from realtime.rooms import Connection, Room
-from realtime.server import (
+from realtime.core.ratelimit import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
+from realtime.core.room import Connection, Room
+from realtime.core.vad import Segmenter, combined_classifier, webrtc_classifier
+from realtime.server.app import (
     check_view,
     close_socket,
     count_wrong_key,
@@ -65,8 +66,7 @@ from realtime.server import (
     sender,
     throttle,
 )
-from realtime.stream import LectureStream, StreamConfig
-from realtime.vad import Segmenter, combined_classifier, webrtc_classifier
+from realtime.server.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 
 log = logging.getLogger(__name__)
 

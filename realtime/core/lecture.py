@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE, DCBlocker, pcm_to_int16
-from realtime.commit import HypWord, LocalAgreement, join_words
-from realtime.hallucination import Segment, clean, has_loop
-from realtime.protocol import Event, Final, Partial, Start, Word
-from realtime.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
+from realtime.core.agreement import HypWord, LocalAgreement, join_words
+from realtime.core.audio import SAMPLE_RATE, DCBlocker, pcm_to_int16
+from realtime.core.hallucination import Segment, clean, has_loop
+from realtime.core.protocol import Event, Final, Partial, Start, Word
+from realtime.core.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
 
 
 @dataclass

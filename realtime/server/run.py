@@ -10,13 +10,13 @@ import sys
 
 from aiohttp import web
 
-from realtime.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
+from realtime.asr.pool import Engine
+from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, pick_device
 from realtime.config import Settings
-from realtime.engine import Engine
-from realtime.model import DecodeOptions, ModelError, WhisperDecoder, pick_device
+from realtime.core.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
 from realtime.notes.llm import LLMClient, LLMConfig
-from realtime.server import create_app
-from realtime.store import Store, open_store
+from realtime.server.app import create_app
+from realtime.storage.sqlite import Store, open_store
 
 log = logging.getLogger("realtime")
 

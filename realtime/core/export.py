@@ -24,7 +24,7 @@ from itertools import chain
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
-from realtime.commit import attaches
+from realtime.core.agreement import attaches
 
 MAX_LINE = 42  # characters per subtitle line
 MAX_LINES = 2  # lines per cue

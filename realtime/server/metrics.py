@@ -16,11 +16,11 @@ import time
 from aiohttp import web
 
 from realtime import PROTOCOL_VERSION, __version__
-from realtime.appkeys import ENGINE, GATE, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
-from realtime.http_common import admin_refusal, error, is_local
-from realtime.metrics import CONTENT_TYPE, Family, counter, gauge, render
+from realtime.core.prometheus import CONTENT_TYPE, Family, counter, gauge, render
+from realtime.core.protocol import KEY_REQUIRED
 from realtime.notes.service import NotesService
-from realtime.protocol import KEY_REQUIRED
+from realtime.server.appkeys import ENGINE, GATE, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
+from realtime.server.http_common import admin_refusal, error, is_local
 
 
 def monitor_refusal(request: web.Request) -> web.Response | None:

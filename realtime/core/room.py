@@ -22,9 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from realtime.notes.scheduler import NotesScheduler
-from realtime.notes.state import NotesState
-from realtime.protocol import (
+from realtime.core.protocol import (
     CLOSE_NO_SUCH_ROOM,
     CLOSE_SLOW_LISTENER,
     NO_SUCH_ROOM,
@@ -39,7 +37,9 @@ from realtime.protocol import (
     Summary,
     encode,
 )
-from realtime.store import RoomExists, RoomGone, RoomRecord, RoomState, Store
+from realtime.notes.scheduler import NotesScheduler
+from realtime.notes.state import NotesState
+from realtime.storage.sqlite import RoomExists, RoomGone, RoomRecord, RoomState, Store
 
 RESUME_EVENTS = 2048  # recent events kept for exact resume: about 8 minutes of a lecture's partials and statuses
 SEQ_BLOCK = 1000  # seqs reserved in the store at a time

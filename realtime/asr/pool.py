@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from realtime.hallucination import Segment
-from realtime.protocol import SERVER_FULL, SPEAKER_EXISTS, Event, ProtocolError
-from realtime.stream import DecodeRequest, LectureStream
+from realtime.core.hallucination import Segment
+from realtime.core.lecture import DecodeRequest, LectureStream
+from realtime.core.protocol import SERVER_FULL, SPEAKER_EXISTS, Event, ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 Origin, CORS), JSON bodies, errors, keys and per-client limits.
 
 Keys travel in `Authorization: Bearer` headers only, never in URLs (proxies log URLs). A room's content (transcript,
-exports, summary, questions) is served by `http_content.py`, health and metrics by `observe.py`, the WebSocket
+exports, summary, questions) is served by `http_content.py`, health and metrics by `metrics.py`, the WebSocket
 endpoints by `server.py` and `speaker.py`.
 """
 
@@ -13,20 +13,8 @@ import time
 
 from aiohttp import web
 
-from realtime import http_content, observe
-from realtime.access import bearer, slug
-from realtime.appkeys import (
-    EXPORTS,
-    GATE,
-    HOSTS,
-    NOTES,
-    ORIGINS,
-    ROOMS,
-    SETTINGS,
-    STORE,
-)
-from realtime.http_common import BadBody, admin_refusal, error, key_blocked, read_json, wrong_key
-from realtime.protocol import (
+from realtime.core.access import bearer, slug
+from realtime.core.protocol import (
     BAD_HOST,
     BAD_MESSAGE,
     BAD_ROOM,
@@ -37,9 +25,21 @@ from realtime.protocol import (
     ProtocolError,
     check_room,
 )
+from realtime.core.room import Room
 from realtime.room_admin import make_room, room_links
-from realtime.rooms import Room
-from realtime.store import ASK_POLICIES, RoomExists, RoomGone, RoomRecord
+from realtime.server import http_content, metrics
+from realtime.server.appkeys import (
+    EXPORTS,
+    GATE,
+    HOSTS,
+    NOTES,
+    ORIGINS,
+    ROOMS,
+    SETTINGS,
+    STORE,
+)
+from realtime.server.http_common import BadBody, admin_refusal, error, key_blocked, read_json, wrong_key
+from realtime.storage.sqlite import ASK_POLICIES, RoomExists, RoomGone, RoomRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", observe.healthz)
-    app.router.add_get("/metrics", observe.metrics)
+    app.router.add_get("/healthz", metrics.healthz)
+    app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/v1/rooms", list_rooms)
     app.router.add_post("/v1/rooms", create_room)
     app.router.add_patch("/v1/rooms/{room}", update_room)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
-from realtime import export
-from realtime.offload import Offload
-from realtime.rooms import Room
+from realtime.core import export
+from realtime.core.room import Room
+from realtime.server.offload import Offload
 
 
 class ExportCache:

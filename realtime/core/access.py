@@ -19,7 +19,7 @@ import re
 import secrets
 import unicodedata
 
-from realtime.protocol import BAD_KEY, KEY_REQUIRED
+from realtime.core.protocol import BAD_KEY, KEY_REQUIRED
 
 ADMIN_KEY_META = "admin_key_hash"
 

@@ -15,37 +15,12 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from realtime import PROTOCOL_VERSION, http_api, memory, observe
-from realtime.access import Gate, bearer, client_address, proxied
-from realtime.appkeys import (
-    CONNECTIONS,
-    ENGINE,
-    EXPORTS,
-    GATE,
-    HOSTS,
-    LIMITS,
-    MONITOR,
-    NOTES,
-    OFFLOAD,
-    ORIGINS,
-    ROOMS,
-    SETTINGS,
-    STARTED,
-    STATS,
-    STORE,
-    Limits,
-    ServerStats,
-)
+from realtime import PROTOCOL_VERSION
+from realtime.asr.pool import Engine
 from realtime.config import Settings
-from realtime.engine import Engine
-from realtime.exports import ExportCache
-from realtime.headers import security_headers
-from realtime.notes.budget import LLMBudget
-from realtime.notes.llm import LLMClient
-from realtime.notes.service import NotesService
-from realtime.offload import Offload
-from realtime.origins import HostPolicy, OriginPolicy
-from realtime.protocol import (
+from realtime.core.access import Gate, bearer, client_address, proxied
+from realtime.core.origins import HostPolicy, OriginPolicy
+from realtime.core.protocol import (
     BAD_KEY,
     BAD_MESSAGE,
     CLOSE_BAD_ROOM,
@@ -73,9 +48,35 @@ from realtime.protocol import (
     check_room,
     parse_text,
 )
-from realtime.ratelimit import MESSAGE_BURST, MESSAGE_RATE, ClientBuckets, ConnectionCounter, TokenBucket
-from realtime.rooms import Connection, Room, Rooms
-from realtime.store import Store
+from realtime.core.ratelimit import MESSAGE_BURST, MESSAGE_RATE, ClientBuckets, ConnectionCounter, TokenBucket
+from realtime.core.room import Connection, Room, Rooms
+from realtime.notes.budget import LLMBudget
+from realtime.notes.llm import LLMClient
+from realtime.notes.service import NotesService
+from realtime.server import http_api, memory, metrics
+from realtime.server.appkeys import (
+    CONNECTIONS,
+    ENGINE,
+    EXPORTS,
+    GATE,
+    HOSTS,
+    LIMITS,
+    MONITOR,
+    NOTES,
+    OFFLOAD,
+    ORIGINS,
+    ROOMS,
+    SETTINGS,
+    STARTED,
+    STATS,
+    STORE,
+    Limits,
+    ServerStats,
+)
+from realtime.server.exports import ExportCache
+from realtime.server.headers import security_headers
+from realtime.server.offload import Offload
+from realtime.storage.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,12 @@ async def housekeeping(rooms: Rooms, period_s: float = 10.0) -> None:
 
 
 def default_static_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "static"
+    return Path(__file__).resolve().parents[2] / "static"
 
 
 def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
                llm: LLMClient | None = None) -> web.Application:
-    from realtime.speaker import speaker_ws
+    from realtime.server.speaker import speaker_ws
 
     app = web.Application(client_max_size=1 << 20)
     app[SETTINGS] = settings
@@ -177,8 +178,8 @@ async def start_monitor(app: web.Application, port: int) -> web.AppRunner:
     for key in (ENGINE, ROOMS, STATS, NOTES, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS):
         monitor[key] = app[key]
     monitor[MONITOR] = True
-    monitor.router.add_get("/healthz", observe.healthz)
-    monitor.router.add_get("/metrics", observe.metrics)
+    monitor.router.add_get("/healthz", metrics.healthz)
+    monitor.router.add_get("/metrics", metrics.metrics)
     runner = web.AppRunner(monitor, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from realtime.commit import HypWord, norm
+from realtime.core.agreement import HypWord, norm
 
 # Normalised (see commit.norm, words joined by spaces) phrases Whisper emits over silence or music.
 PHANTOM_PHRASES = {

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.commit import HypWord
-from realtime.hallucination import Segment, has_loop
-from realtime.stream import DecodeRequest
+from realtime.core.agreement import HypWord
+from realtime.core.hallucination import Segment, has_loop
+from realtime.core.lecture import DecodeRequest
 
 log = logging.getLogger(__name__)
 

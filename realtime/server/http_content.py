@@ -13,14 +13,9 @@ import time
 
 from aiohttp import web
 
-from realtime import export
-from realtime.access import bearer, key_matches
-from realtime.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS
-from realtime.exports import download
-from realtime.http_common import client_of, error, is_local, read_json, retry_after, wrong_key
-from realtime.notes.service import RoomDeleted
-from realtime.offload import Busy
-from realtime.protocol import (
+from realtime.core import export
+from realtime.core.access import bearer, key_matches
+from realtime.core.protocol import (
     BAD_KEY,
     BAD_MESSAGE,
     BUSY,
@@ -30,7 +25,12 @@ from realtime.protocol import (
     NOT_ALLOWED,
     RATE_LIMITED,
 )
-from realtime.rooms import Room
+from realtime.core.room import Room
+from realtime.notes.service import RoomDeleted
+from realtime.server.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS
+from realtime.server.exports import download
+from realtime.server.http_common import client_of, error, is_local, read_json, retry_after, wrong_key
+from realtime.server.offload import Busy
 
 MAX_QUESTION_CHARS = 500
 

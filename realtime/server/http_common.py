@@ -8,9 +8,9 @@ import time
 
 from aiohttp import web
 
-from realtime.access import bearer, client_address, is_loopback, proxied
-from realtime.appkeys import GATE, LIMITS
-from realtime.protocol import BAD_KEY, BAD_MESSAGE, KEY_REQUIRED, RATE_LIMITED, encodable
+from realtime.core.access import bearer, client_address, is_loopback, proxied
+from realtime.core.protocol import BAD_KEY, BAD_MESSAGE, KEY_REQUIRED, RATE_LIMITED, encodable
+from realtime.server.appkeys import GATE, LIMITS
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE, Reframer
+from realtime.core.audio import SAMPLE_RATE, Reframer
 
 Classifier = Callable[[bytes], bool]
 
@@ -74,7 +74,7 @@ def combined_classifier(aggressiveness: int, silero_threshold: float = 0.5, fram
     """Voiced when webrtcvad and the Silero model both say so (Silero rejects noise that webrtcvad lets through)."""
     import webrtcvad
 
-    from realtime.silero import SileroProbe
+    from realtime.asr.silero import SileroProbe
 
     vad = webrtcvad.Vad(aggressiveness)
     level = LevelNormalizer(frame_ms)

@@ -1,0 +1,1 @@
+"""The asyncio shell: the aiohttp app, its WebSocket and HTTP endpoints, and the process around them."""

@@ -1,0 +1,1 @@
+"""Durable rooms: the SQLite store behind realtime.core.records.Store."""
