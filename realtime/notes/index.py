@@ -74,11 +74,13 @@ class TranscriptIndex:
             if postings is None:
                 continue
             # Copied in the reverse of the order `add` appends them, so that a concurrent add can only have made
-            # the later copies longer: cut them to the first one's length.
-            lengths = np.array(postings[2], dtype=np.float64)
+            # the later copies longer: cut them to the first one's length. Each is sliced first (one C call under
+            # the GIL) and numpy reads the copy: numpy reading the live array would export its buffer, and an
+            # append in the other thread meanwhile raises BufferError.
+            lengths = _floats(postings[2])
             m = len(lengths)
-            counts = np.array(postings[1], dtype=np.float64)[:m]
-            positions = np.array(postings[0], dtype=np.int64)[:m]
+            counts = _floats(postings[1])[:m]
+            positions = np.frombuffer(postings[0][:], dtype=np.intc)[:m].astype(np.int64)
             idf = math.log(1 + (n - m + 0.5) / (m + 0.5))
             positions_parts.append(positions)
             scores_parts.append(idf * counts * (K1 + 1) / (counts + K1 * (1 - B + B * lengths / avg)))
@@ -88,3 +90,7 @@ class TranscriptIndex:
         scores = np.bincount(inverse, weights=np.concatenate(scores_parts), minlength=len(found))
         order = np.lexsort((found, -scores))[:k]  # best first; ties: the earlier final
         return sorted(int(found[i]) for i in order if scores[i] > 0)
+
+
+def _floats(values: array) -> np.ndarray:
+    return np.frombuffer(values[:], dtype=np.intc).astype(np.float64)
