@@ -36,7 +36,7 @@ sysdeps:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$pkgs; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check realtime tests benchmarks
+	$(BIN)/ruff check realtime tests benchmarks testbed
 
 # pytest exits 5 when it collects nothing; that is not a failure of the code under test.
 test: $(STAMP) sysdeps lint

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.latency import summary
+from testbed.latency import summary
 
 _NON_WORD = re.compile(r"[^\w']+")
 

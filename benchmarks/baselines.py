@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.align import StreamWord, TimedWord, latency_report, match_truth, schedule_chunks
 from benchmarks.common import Bench
 from benchmarks.truth import load_model, transcribe
-from tests.speech import SR, wer
+from testbed.speech import SR, wer
 
 
 def offline(bench: Bench, model: str, device: str, compute_type: str) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 from benchmarks.align import TimedWord, WordTiming, final_delays, match_truth, stream_words
-from benchmarks.common import Bench, Server, progress
+from benchmarks.common import Bench, progress
 from benchmarks.stream import play
-from realtime.latency import summary
-from tests.speech import wer
+from testbed.latency import summary
+from testbed.server import Server
+from testbed.speech import wer
 
 STAGGER_S = 0.37
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import websockets
 
-from benchmarks.common import Bench, Server, progress
+from benchmarks.common import Bench, progress
 from benchmarks.stream import play
 from realtime.client import ws_url
-from realtime.latency import percentile
+from testbed.latency import percentile
+from testbed.server import Server
 
 CONNECT_CONCURRENCY = 50
 

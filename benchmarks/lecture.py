@@ -19,10 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Server
 from realtime.client import stream_audio
-from realtime.latency import final_delays, summary, word_latencies
-from tests.speech import ROOT, english, load_clips, make_lecture, wer
+from realtime.core.audio import SAMPLE_RATE
+from testbed.latency import final_delays, summary, word_latencies
+from testbed.server import Server
+from testbed.speech import ROOT, english, load_clips, make_lecture, wer
 
 
 async def run(args: argparse.Namespace, server_args: list[str]) -> dict:
@@ -37,7 +38,7 @@ async def run(args: argparse.Namespace, server_args: list[str]) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "lecture-events.jsonl").write_text("\n".join(json.dumps(e) for e in result.events))
         return {
-            "speed": args.speed, "server_args": server_args, "audio_s": round(len(lecture.audio) / 16000, 1),
+            "speed": args.speed, "server_args": server_args, "audio_s": round(len(lecture.audio) / SAMPLE_RATE, 1),
             "finals": len(result.finals),
             "wer": round(wer(" ".join(c.reference for c in clips), result.text), 3),
             "committed_latency": summary([w.to_commit for w in lat]),

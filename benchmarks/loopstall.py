@@ -32,7 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, Server, environment, write_json
+from benchmarks.common import RESULTS, environment, write_json
+from testbed.server import Server
 
 ADMIN = "loopstall-admin-key-0123456789abcdef"  # the server's admin key (at least 24 characters)
 SPEAKER = "loopstall-speaker-key-0123456789abcdef"
@@ -130,7 +131,7 @@ SYLLABLES = "ka lo mi ne ru sa ta ve zo pi dra ken mor lin tesh vor".split()
 def reference_sentences() -> list[str]:
     """The English reference transcripts of the test clips (../shared/audio), as sentences; [] without them."""
     try:
-        from tests.speech import audio_dir
+        from testbed.speech import audio_dir
 
         folder = audio_dir()
         texts = [p.read_text().strip() for p in sorted(folder.glob("*.txt"))
@@ -346,7 +347,7 @@ def request_table(results: list[dict[str, Any]], window_end: float) -> dict[str,
 
 
 def run(hours: float, seconds: float, baseline_s: float, clients: int, workdir: Path) -> dict[str, Any]:
-    from tests.speech import ROOT
+    from testbed.speech import ROOT
 
     quotes = len(reference_sentences())
     if not quotes:

@@ -17,11 +17,12 @@ from typing import Any
 import websockets
 
 from benchmarks.align import TimedWord, match_truth, stream_words
-from benchmarks.common import Bench, Server, progress
+from benchmarks.common import Bench, progress
 from benchmarks.stream import play
 from realtime.client import stream_audio, ws_url
-from realtime.latency import summary
-from tests.speech import wer
+from testbed.latency import summary
+from testbed.server import Server
+from testbed.speech import wer
 
 
 async def refused_speakers(server: Server, stop: asyncio.Event, counts: dict[str, int]) -> None:

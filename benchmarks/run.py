@@ -29,11 +29,12 @@ from typing import Any
 
 from benchmarks import baselines, report
 from benchmarks.capacity import run_capacity
-from benchmarks.common import RESULTS, Server, dev_lecture, environment, long_lecture, write_json
+from benchmarks.common import RESULTS, dev_lecture, environment, long_lecture, write_json
 from benchmarks.fanout import raise_fd_limit, run_fanout
 from benchmarks.overload import run_overload
 from benchmarks.stream import run_stream
 from benchmarks.truth import lecture_truth
+from testbed.server import Server
 
 SECTIONS = ("stream", "capacity", "fanout", "long", "overload")
 OVERLOAD_ARGS = ["--max-speakers", "2", "--audio-burst-s", "10"]

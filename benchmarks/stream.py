@@ -24,10 +24,11 @@ from benchmarks.align import (
     slope,
     stream_words,
 )
-from benchmarks.common import Bench, Server, progress
+from benchmarks.common import Bench, progress
 from realtime.client import StreamResult, stream_audio
-from realtime.latency import percentile
-from tests.speech import wer
+from testbed.latency import percentile
+from testbed.server import Server
+from testbed.speech import wer
 
 
 async def play(server: Server, bench: Bench, room: str, speed: float, bar: Any = None, delay_s: float = 0.0,

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.align import TimedWord
-from benchmarks.common import CACHE, Bench
+from benchmarks.common import Bench
+from testbed.server import CACHE
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from realtime.config import state_dir
+
 DEFAULT_DAYS = 365  # Apple platforms refuse TLS server certificates valid for more than 825 days
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 
 
 def default_dir() -> Path:
     """$XDG_STATE_HOME/realtime/tls, else ~/.local/state/realtime/tls (beside the default database)."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
-    return base / "realtime" / "tls"
+    return state_dir() / "tls"
 
 
 def local_ipv4_addresses() -> list[str]:

@@ -162,9 +162,9 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _key(args: argparse.Namespace) -> str | None:
     """A key from the flag or REALTIME_KEY: the environment keeps it out of shell history and `ps`."""
-    import os
+    from realtime.config import client_key
 
-    return args.key or os.environ.get("REALTIME_KEY") or None
+    return args.key or client_key()
 
 
 def _room(args: argparse.Namespace) -> int:

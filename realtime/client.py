@@ -20,10 +20,20 @@ import numpy as np
 import websockets
 
 from realtime.core.audio import SAMPLE_RATE
+from realtime.core.protocol import (
+    BAD_ROOM,
+    CLOSING,
+    IDLE_TIMEOUT,
+    NO_SUCH_ROOM,
+    ORIGIN_NOT_ALLOWED,
+    PERMANENT_CLOSES,
+    SHUTTING_DOWN,
+    TAKEN_OVER,
+)
 
-# Errors after which the server closes a speaker's connection.
-REFUSALS = ("server_full", "speaker_exists", "bad_room", "key_required", "bad_key", "no_such_room",
-            "lecture_too_long", "origin_not_allowed", "taken_over", "idle_timeout", "shutting_down")
+# Errors after which the server closes a speaker's connection: refusals of `start` or audio (CLOSING), of the
+# handshake, a takeover, an idle connection, a shutdown.
+REFUSALS = frozenset(CLOSING) | {BAD_ROOM, NO_SUCH_ROOM, ORIGIN_NOT_ALLOWED, TAKEN_OVER, IDLE_TIMEOUT, SHUTTING_DOWN}
 
 
 @dataclass
@@ -38,6 +48,12 @@ class StreamResult:
     @property
     def text(self) -> str:
         return " ".join(e["text"] for e in self.finals)
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the server closed with a code after which reconnecting cannot help (a bad room name, a missing
+        or wrong key, an origin not allowed, no such room, a lecture at its maximum length)."""
+        return self.close_code in PERMANENT_CLOSES
 
 
 def ws_url(server: str, role: str, room: str, since: int | None = None) -> str:

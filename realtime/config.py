@@ -3,7 +3,8 @@
 Every tunable lives here as a dataclass field with a default and a help text. The CLI builds its flags from these
 fields and `REALTIME_<NAME>` environment variables override defaults, so the README table, the flags and the
 environment share one definition (tests/core/test_config.py checks the README table). No other module reads
-the environment.
+the environment: the few variables that are not settings are read by the functions below (`state_dir`,
+`client_key`, `hf_hub_offline`), and tests/core/test_config.py checks that nothing else reads them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.core.origins import parse_allowlist
+from realtime.core.protocol import BYTES_PER_SECOND, SAMPLE_RATE
 
 MIN_ADMIN_KEY_CHARS = 24  # a person's admin key must resist guessing as well as the 192-bit keys made here
 
@@ -26,12 +28,28 @@ def _default_cache_dir() -> str:
     return str(Path(base) / "realtime")
 
 
-def _default_db_path() -> str:
-    """$XDG_STATE_HOME/realtime/realtime.db, else ~/.local/state/realtime/realtime.db (a relative XDG_STATE_HOME is
-    ignored, as the XDG spec asks)."""
+def state_dir() -> Path:
+    """$XDG_STATE_HOME/realtime, else ~/.local/state/realtime (a relative XDG_STATE_HOME is ignored, as the XDG
+    spec asks): the default database and `realtime certs`' pair live here."""
     state = os.environ.get("XDG_STATE_HOME", "")
     base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
-    return str(base / "realtime" / "realtime.db")
+    return base / "realtime"
+
+
+def client_key() -> str | None:
+    """The room key of `realtime stream | listen | room | export` from REALTIME_KEY (None if unset or empty): the
+    environment keeps it out of shell history and `ps`."""
+    return os.environ.get("REALTIME_KEY") or None
+
+
+def hf_hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids Hugging Face downloads (set to anything but empty or 0)."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _default_db_path() -> str:
+    """$XDG_STATE_HOME/realtime/realtime.db, else ~/.local/state/realtime/realtime.db."""
+    return str(state_dir() / "realtime.db")
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
@@ -141,7 +159,8 @@ class Settings:
                                 "a burst of 3 (0 = no limit; the admin key is not limited).")
     # fan-out and limits
     listener_queue: int = opt(512, "Live events buffered per connection before it is closed as too slow (4408).")
-    max_frame_bytes: int = opt(32000, "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le).")
+    max_frame_bytes: int = opt(BYTES_PER_SECOND, f"Largest binary audio frame ({BYTES_PER_SECOND} bytes = 1 s of "
+                               f"{SAMPLE_RATE // 1000} kHz s16le).")
     max_message_bytes: int = opt(65536, "Largest JSON control message.")
     max_room_name: int = opt(64, "Longest room name.")
     status_interval_s: float = opt(2.0, "Period of `status` events while a stream is started.")

@@ -15,7 +15,8 @@ import time
 from realtime.config import Settings
 from realtime.core.access import hash_key, new_key, slug
 from realtime.core.protocol import ProtocolError, check_room
-from realtime.storage.sqlite import ASK_POLICIES, RoomExists, RoomRecord, Store, open_store
+from realtime.core.records import ASK_POLICIES, RoomExists, RoomRecord, Store
+from realtime.storage.sqlite import open_store
 
 
 def make_room(store: Store, title: str, name: str, private: bool, ask: str = "anyone") -> dict:

@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 const PACKET_MS = 50;
 const MAX_BUFFER_S = 120; // audio kept while disconnected; older packets are dropped beyond this
 const BYTES_PER_S = 32000;
+const PROTOCOL = globalThis.RealtimeProtocol; // static/protocol.js: close codes and what they mean
 
 const speaker = (window.realtimeSpeaker = {
   running: false, // the lecturer pressed Start and has not pressed Stop
@@ -181,7 +182,7 @@ function connect() {
       flushBuffer();
       if (speaker.stopping && !speaker.mic) sendStop();
     } else if (ev.type === "status" && ev.state === "stopped" && speaker.stopping && speaker.live) {
-      ws.close(1000);
+      ws.close(PROTOCOL.CLOSE.NORMAL);
       done();
     } else if (ev.type === "error") {
       serverError(ev);
@@ -192,30 +193,25 @@ function connect() {
     speaker.ws = null;
     speaker.live = false;
     if (!speaker.running) return;
-    if ([4400, 4401, 4403, 4404, 4413].includes(e.code) || e.reason === "taken_over") {
+    if (PROTOCOL.PERMANENT.includes(e.code) || e.reason === "taken_over") {
       fail(closeText(e.code, e.reason));
       return;
     }
     const delay = Math.min(10000, 500 * 2 ** speaker.retry++) * (0.8 + 0.4 * Math.random());
     const secs = Math.max(1, Math.round(delay / 1000));
     conn("reconnecting", `reconnecting in ${secs} s`);
-    if (e.code === 1013) message(`The captioning server is at capacity. Retrying in ${secs} s; your audio is kept.`);
-    else if (e.code === 4409) message(`Another speaker is connected to room “${room()}”. Retrying in ${secs} s.`);
-    else if (speaker.mic) message(`Connection lost. Reconnecting in ${secs} s; your audio is kept and sent after.`);
+    if (e.code === PROTOCOL.CLOSE.TRY_AGAIN || e.code === PROTOCOL.CLOSE.SPEAKER_EXISTS || speaker.mic) {
+      message(closeText(e.code, e.reason, secs));
+    }
     speaker.timer = setTimeout(connect, delay);
   };
 }
 
-function closeText(code, reason) {
-  if (reason === "taken_over") return "Another lecturer page took over this room with its speaker key.";
-  if (code === 4401) return "This room needs its speaker key: paste it into the Speaker key field and start again.";
-  if (code === 4404) return `There is no room “${room()}” on this server: create it with realtime room create.`;
-  if (code === 4413) return "This lecture reached the server's maximum length; its transcript is kept.";
-  if (code === 4403) {
-    return `This captioning server does not accept pages from ${location.origin}. Its administrator can allow `
-      + "them with --allowed-origins.";
-  }
-  return "That room name is not valid: use letters, digits, dots, dashes and underscores.";
+function closeText(code, reason, secs) {
+  if (reason === "taken_over") return PROTOCOL.TAKEN_OVER_TEXT;
+  const text = PROTOCOL.SPEAKER_TEXT[code] || PROTOCOL.SPEAKER_TEXT[PROTOCOL.CLOSE.NORMAL];
+  const values = { room: room(), origin: location.origin, secs };
+  return text.replace(/\{(room|origin|secs)\}/g, (_, name) => String(values[name]));
 }
 
 function serverError(ev) {
@@ -284,7 +280,7 @@ function fail(text) {
 function done() {
   clearTimeout(speaker.timer);
   Object.assign(speaker, { running: false, stopping: false, live: false });
-  if (speaker.ws) { const ws = speaker.ws; speaker.ws = null; ws.close(1000); }
+  if (speaker.ws) { const ws = speaker.ws; speaker.ws = null; ws.close(PROTOCOL.CLOSE.NORMAL); }
   conn("idle", "stopped");
   for (const id of ["room", "language", "task", "glossary"]) $(id).disabled = false;
   $("go").textContent = "Start captions";

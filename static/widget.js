@@ -76,9 +76,15 @@
                                                                             : document.createTextNode(part));
     });
   };
+  // Close codes after which reconnecting cannot help, and what the widget then says: a copy of static/protocol.js
+  // (PERMANENT, VIEWER_TEXT), kept here so that the widget stays one file; tests/core/test_static.py compares them.
+  const PERMANENT = [4400, 4401, 4403, 4404, 4413];
   const CLOSE_TEXT = {
-    4400: "invalid room name", 4403: "this site may not show these captions (ask the server to allow it)",
-    4401: "this room is private: open it with the viewer link that carries its key", 4404: "there is no such room",
+    4400: "invalid room name",
+    4401: "this room is private: open it with the viewer link that carries its key",
+    4403: "this site may not show these captions (ask the server to allow it)",
+    4404: "there is no such room",
+    4413: "the lecture reached the server's maximum length",
   };
 
   class RealtimeCaptions extends HTMLElement {
@@ -170,7 +176,7 @@
         if (this.ws !== ws) return; // replaced or disconnected on purpose
         this.ws = null;
         this.$.live.classList.remove("on");
-        if (CLOSE_TEXT[e.code]) { this.state(CLOSE_TEXT[e.code]); return; }
+        if (PERMANENT.includes(e.code)) { this.state(CLOSE_TEXT[e.code]); return; }
         const delay = Math.min(15000, 500 * 2 ** this.retry++) * (0.8 + 0.4 * Math.random());
         this.state(`reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
         this.timer = setTimeout(() => this.connect(), delay);

@@ -1,17 +1,15 @@
-"""Shared fixtures: test speech and a real server process with the real shipped model."""
+"""Shared fixtures: test speech and a real server process with the real shipped model (the helpers behind them, and
+the constants tests use, are in testbed/: import those from there, not from this file)."""
 
 from __future__ import annotations
 
 import os
-import ssl
 from pathlib import Path
 
 import pytest
 
-from benchmarks.common import Server, free_port  # noqa: F401 (free_port is shared with the tests)
-from tests.speech import ROOT, Clip, load_clips
-
-ARTIFACTS = ROOT / "test-artifacts"
+from testbed.server import CACHE, ServerProcess
+from testbed.speech import Clip, load_clips
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +19,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    path = Path(os.environ.get("REALTIME_CACHE_DIR", ROOT / ".cache"))
+    path = Path(os.environ.get("REALTIME_CACHE_DIR", CACHE))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class ServerProcess(Server):
-    """`realtime serve` in a child process, offline, on the tests' cache; `url` is its ws:// address (wss:// with
-    `ssl_context`, the client context that trusts its --tls-cert)."""
-
-    def __init__(self, cache_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
-                 port: int | None = None, ssl_context: ssl.SSLContext | None = None):
-        super().__init__(list(args), log_path, ready_timeout=120, port=port, ssl_context=ssl_context,
-                         env={"REALTIME_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from realtime.core.audio import SAMPLE_RATE
 from realtime.core.hallucination import Segment
 from realtime.core.lecture import DecodeRequest, LectureStream
 from realtime.core.protocol import SERVER_FULL, SPEAKER_EXISTS, Event, ProtocolError
@@ -155,7 +156,7 @@ class Engine:
             segments, language = [], None
         elapsed = time.monotonic() - started
         log.debug("%s: %s%s decode of utterance %d, %.2f s of audio, in %.2f s", handle.key, req.kind,
-                  " (early)" if req.early else "", req.utterance, len(req.audio) / 16000, elapsed)
+                  " (early)" if req.early else "", req.utterance, len(req.audio) / SAMPLE_RATE, elapsed)
         self.stats.decodes[req.kind] += 1
         self.stats.decode_s[req.kind] += elapsed
         try:

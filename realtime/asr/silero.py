@@ -2,7 +2,7 @@
 
 webrtcvad alone calls low white noise speech (every frame of -55 dBFS noise, measured) and misses quiet speech
 (2% of the frames of a FLEURS clip peaking at -49 dBFS); Silero gets both right at about 0.15 ms per window on
-this CPU, so the default classifier requires both to agree (see vad.combined_classifier).
+this CPU, so the default classifier requires both to agree (see realtime.asr.vad.combined_classifier).
 """
 
 from __future__ import annotations

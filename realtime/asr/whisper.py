@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.config import hf_hub_offline
 from realtime.core.agreement import HypWord
+from realtime.core.audio import SAMPLE_RATE
 from realtime.core.hallucination import Segment, has_loop
 from realtime.core.lecture import DecodeRequest
 
@@ -105,7 +107,7 @@ def _hub_model(name: str) -> str:
         return download_model(name, local_files_only=True)
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+    if hf_hub_offline():
         raise ModelError(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                          f"download it on a connected machine or pass a CTranslate2 directory with --model")
     try:
@@ -175,7 +177,7 @@ class WhisperDecoder:
 
     def warm_up(self) -> None:
         """One decode of silence so the first real request doesn't pay for lazy initialisation."""
-        audio = np.zeros(16000, np.int16)
+        audio = np.zeros(SAMPLE_RATE, np.int16)  # 1 s
         self.decode(DecodeRequest("partial", 0, audio, 0.0, "", "en", "transcribe", None))
 
     def decode(self, req: DecodeRequest) -> tuple[list[Segment], str | None]:
@@ -192,9 +194,10 @@ class WhisperDecoder:
         and skipped by the stream: the next partial, a quarter of a second of audio later, is cheaper than a
         full-window retry (1.2-2.8 s on two cores, measured: it delayed every commit behind it).
         """
-        lead = LEAD_S if len(req.audio) / 16000 + LEAD_S <= 30 else 0.0
-        audio = np.concatenate([np.zeros(round(lead * 16000), np.float32), req.audio.astype(np.float32) / 32768.0])
-        seconds = len(audio) / 16000
+        lead = LEAD_S if len(req.audio) / SAMPLE_RATE + LEAD_S <= 30 else 0.0
+        audio = np.concatenate([np.zeros(round(lead * SAMPLE_RATE), np.float32),
+                                req.audio.astype(np.float32) / 32768.0])
+        seconds = len(audio) / SAMPLE_RATE
         final = req.kind == "final"
         opts = self.options
         pad = opts.final_encoder_pad_s if final else opts.encoder_pad_s
@@ -224,7 +227,7 @@ class WhisperDecoder:
                 initial_prompt=req.prompt or None,
                 vad_filter=False,
                 without_timestamps=False,
-                max_new_tokens=None if final else int(len(req.audio) / 16000 * 8) + 16,
+                max_new_tokens=None if final else int(len(req.audio) / SAMPLE_RATE * 8) + 16,
                 suppress_blank=True,
                 hallucination_silence_threshold=None,
             )

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from realtime.core.protocol import BYTES_PER_SECOND, SAMPLE_RATE  # noqa: F401 (the audio code's constants too)
 
 
 def pcm_to_int16(data: bytes) -> np.ndarray:

@@ -25,6 +25,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 from realtime.core.agreement import attaches
+from realtime.core.protocol import Final
 
 MAX_LINE = 42  # characters per subtitle line
 MAX_LINES = 2  # lines per cue
@@ -40,8 +41,6 @@ FORMATS: dict[str, tuple[str, str]] = {  # format name -> (media type, file exte
     "json": ("application/json", "json"),
     "md": ("text/markdown", "md"),
 }
-
-Final = Mapping[str, Any]
 
 
 class _Unit(NamedTuple):  # a tuple: tens of thousands are made per export, faster than a frozen dataclass
@@ -62,10 +61,10 @@ class Cue:
 
 def _units(final: Final) -> list[_Unit]:
     """The final's words as unbreakable units; without word times, times are spread over the text by length."""
-    start, end = float(final["start"]), float(final["end"])
-    words = [w for w in final.get("words") or [] if str(w.get("w", "")).strip()]
+    start, end = final.start, final.end
+    words = [w for w in final.words if w.w.strip()]
     if not words:
-        tokens = str(final.get("text") or "").split()
+        tokens = final.text.split()
         total = sum(len(t) + 1 for t in tokens) - 1
         units, pos = [], 0
         for t in tokens:
@@ -75,9 +74,9 @@ def _units(final: Final) -> list[_Unit]:
         return units
     units = []
     for w in words:
-        text = " ".join(str(w["w"]).split())
+        text = " ".join(w.w.split())
         glued = bool(units) and attaches(units[-1].text, text)  # the rule the final's text was joined by
-        t0, t1 = min(max(float(w["start"]), start), end), min(max(float(w["end"]), start), end)
+        t0, t1 = min(max(w.start, start), end), min(max(w.end, start), end)
         if glued and len(units[-1].text) + len(text) <= MAX_LINE:  # "word" + ",", "(" + "word"
             last = units[-1]
             units[-1] = _Unit(last.text + text, last.start, max(last.end, t1), last.space)
@@ -231,13 +230,13 @@ def to_txt(finals: Iterable[Final]) -> str:
     paragraphs: list[list[str]] = []
     last_end: float | None = None
     for f in finals:
-        text = " ".join(str(f.get("text") or "").split())
+        text = " ".join(f.text.split())
         if not text:
             continue
-        if last_end is None or float(f["start"]) - last_end >= PARAGRAPH_GAP_S:
+        if last_end is None or f.start - last_end >= PARAGRAPH_GAP_S:
             paragraphs.append([])
         paragraphs[-1].append(text)
-        last_end = float(f["end"])
+        last_end = f.end
     return "\n\n".join(" ".join(p) for p in paragraphs) + "\n" if paragraphs else ""
 
 
@@ -249,14 +248,14 @@ def _bullet(b: Any) -> dict[str, Any]:
 def to_json(room: str, title: str, finals: Sequence[Final], notes: Iterable[Any] | None = None,
             summary: str = "") -> str:
     """Everything about the lecture in one machine-readable document (for archives and other tools)."""
-    languages = Counter(f.get("language") for f in finals if f.get("language"))
+    languages = Counter(f.language for f in finals if f.language)
     doc = {
         "room": room,
         "title": title,
-        "duration_s": max((float(f["end"]) for f in finals), default=0),
+        "duration_s": max((f.end for f in finals), default=0),
         "language": languages.most_common(1)[0][0] if languages else None,
-        "segments": [{"id": f.get("id"), "start": f["start"], "end": f["end"], "text": f.get("text", ""),
-                      "language": f.get("language"), "words": [dict(w) for w in f.get("words") or []]}
+        "segments": [{"id": f.id, "start": f.start, "end": f.end, "text": f.text, "language": f.language,
+                      "words": [{"w": w.w, "start": w.start, "end": w.end, "p": w.p} for w in f.words]}
                      for f in finals],
         "notes": [_bullet(b) for b in notes or []],
         "summary": summary,
@@ -382,7 +381,7 @@ def _note_lines(bullets: list[dict[str, Any]], starts: Mapping[Any, float]) -> l
 def to_markdown(title: str, notes: Iterable[Any] | None, summary: str, finals: Iterable[Final] | None = None) -> str:
     """The notes and summary as one Markdown document; bullets link back to the lecture time they came from."""
     bullets = [_bullet(b) for b in notes or []]
-    starts = {f.get("id"): float(f["start"]) for f in finals or []}
+    starts = {f.id: f.start for f in finals or []}
     lines = [f"# {' '.join(title.split()) or 'Lecture notes'}", "", "## Notes", ""]
     lines += _note_lines(bullets, starts) if bullets else ["_No notes were taken._"]
     if summary.strip():

@@ -21,7 +21,7 @@ import numpy as np
 from realtime.core.agreement import HypWord, LocalAgreement, join_words
 from realtime.core.audio import SAMPLE_RATE, DCBlocker, pcm_to_int16
 from realtime.core.hallucination import Segment, clean, has_loop
-from realtime.core.protocol import Event, Final, Partial, Start, Word
+from realtime.core.protocol import UNNUMBERED, Event, Final, Partial, Start, Word
 from realtime.core.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
 
 
@@ -301,7 +301,7 @@ class LectureStream:
             self._history.append(text)
             del self._history[:-8]
             self.finals += 1
-            out.append(Final(-1, utt.id, round(words[0].start, 3), round(words[-1].end, 3), text, language,
+            out.append(Final(UNNUMBERED, utt.id, round(words[0].start, 3), round(words[-1].end, 3), text, language,
                              [Word(w.text, round(w.start, 3), round(w.end, 3), round(w.prob, 3)) for w in words]))
         elif utt.shown:
             out.append(Partial(utt.id, round(utt.offset, 3), "", "", round(utt.offset + utt.duration, 3)))

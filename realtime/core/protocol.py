@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 
 from realtime import PROTOCOL_VERSION
 
-SAMPLE_RATE = 16000
-BYTES_PER_SAMPLE = 2
+SAMPLE_RATE = 16000  # Hz: the one sample rate of the wire protocol, the VAD and the decoder
+BYTES_PER_SAMPLE = 2  # s16le mono
+BYTES_PER_SECOND = SAMPLE_RATE * BYTES_PER_SAMPLE
 
 # Error codes sent in {"type": "error", "code": ...}. Keep in sync with docs/protocol.md.
 BAD_JSON = "bad_json"
@@ -64,6 +65,14 @@ CLOSE_SLOW_LISTENER = 4408
 CLOSE_SPEAKER_EXISTS = 4409  # speaker_exists, taken_over
 CLOSE_IDLE = 4410  # idle_timeout, start_timeout
 CLOSE_TOO_LONG = 4413  # lecture_too_long
+# Errors after which the server closes a speaker's connection, with the close code.
+CLOSING: dict[str, int] = {SERVER_FULL: CLOSE_TRY_AGAIN, SPEAKER_EXISTS: CLOSE_SPEAKER_EXISTS, KEY_REQUIRED: CLOSE_KEY,
+                           BAD_KEY: CLOSE_KEY, LECTURE_TOO_LONG: CLOSE_TOO_LONG}
+# Close codes after which a client must not reconnect: it would be refused the same way until the room name, the
+# key or the server's configuration changes (docs/protocol.md, Close codes). static/protocol.js and the widget's own
+# copy in static/widget.js repeat it, and tests/core/test_static.py checks that they agree.
+PERMANENT_CLOSES: frozenset[int] = frozenset({CLOSE_BAD_ROOM, CLOSE_KEY, CLOSE_ORIGIN, CLOSE_NO_SUCH_ROOM,
+                                              CLOSE_TOO_LONG})
 MAX_KEY_CHARS = 200
 
 # The languages Whisper knows (faster_whisper.tokenizer._LANGUAGE_CODES); an unknown one would fail every decode.
@@ -197,7 +206,7 @@ def _parse_start(msg: dict[str, Any]) -> Start:
         raise ProtocolError(BAD_MESSAGE, f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
     rate = msg.get("sample_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise ProtocolError(BAD_MESSAGE, "audio must be 16000 Hz mono s16le (resample on the client)")
+        raise ProtocolError(BAD_MESSAGE, f"audio must be {SAMPLE_RATE} Hz mono s16le (resample on the client)")
     encoding = msg.get("encoding", "s16le")
     if encoding != "s16le":
         raise ProtocolError(BAD_MESSAGE, "encoding must be 's16le'")
@@ -217,6 +226,8 @@ def check_audio(frame: bytes, max_bytes: int) -> None:
 
 
 # ---------------------------------------------------------------- outbound
+
+UNNUMBERED = -1  # the id of a final the room has not numbered yet
 
 
 @dataclass(frozen=True)
@@ -249,6 +260,9 @@ class Partial(Event):
 
 @dataclass(frozen=True)
 class Final(Event):
+    """A committed sentence. Its `id` is the room's to give (ids continue across the room's streams), so the lecture
+    state machine makes finals `UNNUMBERED` and `Room.publish` numbers them."""
+
     type: ClassVar[str] = "final"
     id: int
     utterance: int
@@ -257,6 +271,13 @@ class Final(Event):
     text: str
     language: str | None = None
     words: list[Word] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Final:
+        """A final as it was sent and stored (`to_dict`), typed again."""
+        return cls(data["id"], data.get("utterance", 0), data["start"], data["end"], data.get("text", ""),
+                   data.get("language"),
+                   [Word(w["w"], w["start"], w["end"], w.get("p", 0.0)) for w in data.get("words") or []])
 
 
 @dataclass(frozen=True)
@@ -319,5 +340,10 @@ class Pong(Event):
     id: Any = None
 
 
+def dumps(data: dict[str, Any]) -> str:
+    """The one JSON encoding of events, on the wire and in the store: compact, UTF-8 as is."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(event: Event, seq: int) -> str:
-    return json.dumps(event.to_dict(seq), ensure_ascii=False, separators=(",", ":"))
+    return dumps(event.to_dict(seq))

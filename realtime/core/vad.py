@@ -1,10 +1,11 @@
 """Voice activity segmentation: PCM in, utterance boundaries out.
 
-`Segmenter.feed(pcm)` re-frames audio into 10/20/30 ms frames, classifies each (webrtcvad by default; any callable
-for tests) and returns `SpeechStart`, `SpeechAudio` and `SpeechEnd` events with times in seconds from the start of the
-stream. Onset needs several voiced frames in a short window (so clicks don't open utterances); `preroll_ms` of audio
-before the onset is included so first syllables are not clipped; an utterance ends after `hangover_ms` without
-voice; utterances with less than `min_speech_ms` of voiced audio are reported as discarded.
+`Segmenter.feed(pcm)` re-frames audio into 10/20/30 ms frames, classifies each with the `Classifier` it is given
+(the real ones, webrtcvad and Silero, are in realtime.asr.vad; tests pass plain functions) and returns `SpeechStart`,
+`SpeechAudio` and `SpeechEnd` events with times in seconds from the start of the stream. Onset needs several voiced
+frames in a short window (so clicks don't open utterances); `preroll_ms` of audio before the onset is included so
+first syllables are not clipped; an utterance ends after `hangover_ms` without voice; utterances with less than
+`min_speech_ms` of voiced audio are reported as discarded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from realtime.core.audio import SAMPLE_RATE, Reframer
 
+# Scores one frame (`frame_ms` of 16 kHz int16 PCM): True when voiced. Called once per frame, in stream order.
 Classifier = Callable[[bytes], bool]
 
 
@@ -57,43 +59,11 @@ class LevelNormalizer:
         return np.clip(samples * gain, -32768, 32767).astype("<i2")
 
 
-def webrtc_classifier(aggressiveness: int, frame_ms: int = 30) -> Classifier:
-    """webrtcvad alone, on level-normalised frames."""
-    import webrtcvad
-
-    vad = webrtcvad.Vad(aggressiveness)
-    level = LevelNormalizer(frame_ms)
-
-    def classify(frame: bytes) -> bool:
-        return vad.is_speech(level(frame).tobytes(), SAMPLE_RATE)
-
-    return classify
-
-
-def combined_classifier(aggressiveness: int, silero_threshold: float = 0.5, frame_ms: int = 30) -> Classifier:
-    """Voiced when webrtcvad and the Silero model both say so (Silero rejects noise that webrtcvad lets through)."""
-    import webrtcvad
-
-    from realtime.asr.silero import SileroProbe
-
-    vad = webrtcvad.Vad(aggressiveness)
-    level = LevelNormalizer(frame_ms)
-    probe = SileroProbe()
-
-    def classify(frame: bytes) -> bool:
-        samples = level(frame)
-        prob = probe.feed(samples)
-        return prob >= silero_threshold and vad.is_speech(samples.tobytes(), SAMPLE_RATE)
-
-    return classify
-
-
 class Segmenter:
     def __init__(
         self,
-        classify: Classifier | None = None,
+        classify: Classifier,
         *,
-        aggressiveness: int = 2,
         frame_ms: int = 30,
         preroll_ms: int = 300,
         hangover_ms: int = 500,
@@ -103,11 +73,9 @@ class Segmenter:
     ):
         if frame_ms not in (10, 20, 30):
             raise ValueError("VAD frame length must be 10, 20 or 30 ms")
-        if not 0 <= aggressiveness <= 3:
-            raise ValueError("VAD aggressiveness must be 0-3")
         self.frame_ms = frame_ms
         self.frame_bytes = SAMPLE_RATE * frame_ms // 1000 * 2
-        self.classify = classify or combined_classifier(aggressiveness, frame_ms=frame_ms)
+        self.classify = classify
         self._reframer = Reframer(self.frame_bytes)
         # Onset: `onset_frames` voiced among the last `onset_window` frames (about 90 of 150 ms by default).
         self.onset_window = onset_window or max(1, 150 // frame_ms)

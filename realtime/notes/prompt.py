@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from realtime.core.protocol import Final
 from realtime.notes.state import MAX_BULLETS, MAX_TEXT, Bullet, InvalidNotes, validate
 
 SYSTEM_PROMPT = """You keep the live notes of a lecture for students.
@@ -67,12 +68,12 @@ class NotesRequest:
     tokens: int  # estimated prompt tokens
 
 
-def build_request(bullets: list[Bullet], finals: list[dict[str, Any]], first_new: int, *, budget_tokens: int,
+def build_request(bullets: list[Bullet], finals: list[Final], first_new: int, *, budget_tokens: int,
                   glossary: str = "", language: str = "same as the lecture") -> NotesRequest:
     """Messages for one notes update. `finals[first_new:]` are not yet in the notes; the window holds as many of
     them as fit (newest kept when they do not all fit), then earlier context, within `budget_tokens`."""
-    def segment(f: dict[str, Any]) -> dict[str, Any]:
-        return {"id": f["id"], "start": round(float(f["start"]), 1), "text": f["text"]}
+    def segment(f: Final) -> dict[str, Any]:
+        return {"id": f.id, "start": round(f.start, 1), "text": f.text}
 
     data: dict[str, Any] = {"notes_language": language, "glossary": glossary[:2000],
                             "bullets": [b.to_dict() for b in bullets], "transcript": []}

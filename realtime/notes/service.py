@@ -7,7 +7,8 @@ fills in. Every LLM call is paid from a budget (`budget.LLMBudget`) reserved bef
 pool for its live notes and the summary at the end of its lecture, its `visitors` pool for questions and summaries
 asked for over HTTP, and the server's daily cap for all. Notes work happens off the event loop's critical path and
 never holds up captions: a failure is logged and counted, and the notes stay as they were. Work done for a room is
-tracked by it (`Room.track`), so that deleting the room cancels it.
+tracked by the rooms registry (`Rooms.track`), so that deleting the room cancels it. The notes' state of each
+room (`lecture.LectureNotes`) lives here, not in the room.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import contextlib
 import datetime
 import logging
 import time
+import weakref
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from realtime.core.protocol import Notes, Summary
-from realtime.core.room import Room, Rooms
+from realtime.core.protocol import Final, Notes, Summary
+from realtime.core.room import Room
 from realtime.notes.budget import LLMBudget
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
+from realtime.notes.lecture import LectureNotes
 from realtime.notes.llm import LLMClient, LLMError
 from realtime.notes.prompt import build_request, estimate_tokens, parse_answer
+from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import Bullet, InvalidNotes
 from realtime.notes.summary import (
     ask_request,
@@ -37,6 +41,7 @@ from realtime.notes.summary import (
     summary_request,
 )
 from realtime.server.offload import Offload
+from realtime.server.rooms import Rooms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,8 +62,13 @@ def utc_day() -> str:
 class NotesService:
     def __init__(self, rooms: Rooms, llm: LLMClient | None = None, *, budget: LLMBudget | None = None,
                  offload: Offload | None = None, window_tokens: int = 3000, language: str = "",
-                 max_bullets: int = 40, ask_max_tokens: int = 300):
+                 max_bullets: int = 40, ask_max_tokens: int = 300, notes_interval_s: float = 45.0,
+                 notes_min_words: int = 120):
         self.rooms = rooms
+        rooms.in_use.append(self._in_use)
+        self.notes_interval_s = notes_interval_s
+        self.notes_min_words = notes_min_words
+        self._lectures: weakref.WeakKeyDictionary[Room, LectureNotes] = weakref.WeakKeyDictionary()
         self.llm = llm
         self.budget = budget or LLMBudget({"notes": 200_000, "visitors": 50_000})
         self.offload = offload or Offload()
@@ -76,8 +86,22 @@ class NotesService:
         while True:
             await asyncio.sleep(tick_s)
             for room in self.rooms:
-                if room.notes_schedule.due(time.monotonic()) and not room.notes_busy and not room.deleted:
-                    room.track(asyncio.get_running_loop().create_task(self.update(room)))
+                notes = self.of(room)
+                if notes.schedule.due(time.monotonic()) and not notes.busy and not room.deleted:
+                    self.rooms.track(room, asyncio.get_running_loop().create_task(self.update(room)))
+
+    def of(self, room: Room) -> LectureNotes:
+        """The room's notes, made from its own events the first time they are asked for."""
+        notes = self._lectures.get(room)
+        if notes is None:
+            notes = LectureNotes.restore(room, NotesScheduler(self.notes_interval_s, self.notes_min_words))
+            room.on_publish.append(notes.published)
+            self._lectures[room] = notes
+        return notes
+
+    def _in_use(self, room: Room) -> bool:
+        notes = self._lectures.get(room)
+        return notes is not None and notes.in_use()
 
     async def for_room(self, room: Room, work: Awaitable[T]) -> T:
         """Await `work` as a task the room tracks; RoomDeleted if the room is (or gets) deleted meanwhile."""
@@ -85,7 +109,7 @@ class NotesService:
             with contextlib.suppress(Exception):
                 work.close()  # type: ignore[attr-defined]
             raise RoomDeleted(room.name)
-        task = room.track(asyncio.ensure_future(work))
+        task = self.rooms.track(room, asyncio.ensure_future(work))
         try:
             return await task
         except asyncio.CancelledError:
@@ -105,29 +129,30 @@ class NotesService:
     async def flush(self, room: Room) -> None:
         """At stop: bring the notes up to date with the whole lecture. Inline without an LLM (milliseconds); with
         one, in the background so that a slow LLM never holds up the end of the captions."""
+        notes = self.of(room)
         if self.llm is None:
             for _ in range(100):
-                if not room.notes_busy:
+                if not notes.busy:
                     break
                 await asyncio.sleep(0.05)
             with contextlib.suppress(RoomDeleted):
                 await self.for_room(room, self._flush(room))
         else:
-            room.flushing = True  # the room stays in memory until this is done (server.release)
-            room.track(asyncio.get_running_loop().create_task(self._flush_later(room)))
+            notes.flushing = True  # the room stays in memory until this is done (Rooms.release)
+            self.rooms.track(room, asyncio.get_running_loop().create_task(self._flush_later(room, notes)))
 
     async def _flush(self, room: Room) -> None:
         await self.update(room)
         if room.finals:
             await self.summarize(room, pool="notes")
 
-    async def _flush_later(self, room: Room) -> None:
+    async def _flush_later(self, room: Room, notes: LectureNotes) -> None:
         try:
-            while room.notes_busy:
+            while notes.busy:
                 await asyncio.sleep(0.2)
             await self._flush(room)
         finally:
-            room.flushing = False
+            notes.flushing = False
 
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
@@ -187,11 +212,12 @@ class NotesService:
         """The summary of the lecture so far (Markdown), published as a `summary` event and kept for /summary; the
         stored one when it already covers every final (a summary is only made again when the transcript grew)."""
         finals = list(room.finals)
-        if room.summary and room.summary_finals == len(finals):
-            return room.summary
+        notes = self.of(room)
+        if notes.summary and notes.summary_finals == len(finals):
+            return notes.summary
         source, markdown = "extractive", ""
         if self.llm is not None and finals:
-            messages = summary_request(finals, room.notes.bullets, budget_tokens=self.window_tokens * 2,
+            messages = summary_request(finals, notes.state.bullets, budget_tokens=self.window_tokens * 2,
                                        glossary=room.glossary, language=self.language or "the lecture's language")
             try:
                 markdown, source = check_summary(await self._call(room, pool, messages, self.llm.config.max_tokens)), \
@@ -200,22 +226,22 @@ class NotesService:
                 self.failures += not isinstance(exc, NoBudget)
                 log.warning("room %s: no LLM summary (%s); extractive summary instead", room.name, exc)
         if not markdown:
-            markdown = await self.offload.run(extractive_summary, finals, list(room.notes.bullets), room.name)
+            markdown = await self.offload.run(extractive_summary, finals, list(notes.state.bullets), room.name)
         room.publish(Summary(source, len(finals), markdown))
         return markdown
 
-    def _retrieve(self, name: str, finals: list[dict], question: str) -> list[dict]:
+    def _retrieve(self, name: str, finals: list[Final], question: str) -> list[Final]:
         """Runs on the offload thread: extend the room's index with the finals it has not seen, then search it."""
         index = self._indexes.setdefault(name, TranscriptIndex())
         for position in range(len(index), len(finals)):
-            index.add(position, finals[position]["text"])
+            index.add(position, finals[position].text)
         return retrieve(index, finals, question)
 
     async def ask(self, room: Room, question: str) -> dict:
         """An answer grounded in the transcript so far, citing the segments (and their times) it used. Nothing in
         the transcript resembles the question: no LLM call, the answer says the lecture did not cover it."""
         excerpts = await self.offload.run(self._retrieve, room.name, list(room.finals), question)
-        citations = [{"id": f["id"], "start": f["start"]} for f in excerpts]
+        citations = [{"id": f.id, "start": f.start} for f in excerpts]
         if self.llm is not None and excerpts:
             try:
                 text = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
@@ -230,41 +256,42 @@ class NotesService:
 
     async def update(self, room: Room) -> None:
         """Recompute the room's notes now (also used at stop, whatever the schedule says)."""
-        if room.notes_schedule.new_words == 0 or room.notes_busy or room.deleted:
+        notes = self.of(room)
+        if notes.schedule.new_words == 0 or notes.busy or room.deleted:
             return
-        room.notes_busy = True
+        notes.busy = True
         started = time.monotonic()
-        room.notes_schedule.updated()
+        notes.schedule.updated()
         finals = list(room.finals)
         try:
-            proposal, source = await self._propose(room, finals)
-            change = room.notes.apply(proposal, source, known_segments=len(finals))
+            proposal, source = await self._propose(room, notes, finals)
+            change = notes.state.apply(proposal, source, known_segments=len(finals))
         except (InvalidNotes, LLMError, NoBudget) as exc:
             self.failures += not isinstance(exc, NoBudget)
             log.warning("room %s: notes update rejected: %s", room.name, exc)
             return
         finally:
-            room.notes_busy = False
-        room.notes_first_new = len(finals)
+            notes.busy = False
+        notes.first_new = len(finals)
         self.last_latency_s = time.monotonic() - started
         if change is not None and room.publish(Notes(change.version, change.source,
                                                      [b.to_dict() for b in change.bullets],
                                                      change.added, change.changed, change.removed)) is not None:
             self.updates += 1
 
-    async def _propose(self, room: Room, finals: list[dict]) -> tuple[list[Bullet], str]:
+    async def _propose(self, room: Room, notes: LectureNotes, finals: list[Final]) -> tuple[list[Bullet], str]:
         if self.llm is not None:
-            request = build_request(room.notes.bullets if room.notes.source == "llm" else [], finals,
-                                    room.notes_first_new, budget_tokens=self.window_tokens, glossary=room.glossary,
+            request = build_request(notes.state.bullets if notes.state.source == "llm" else [], finals,
+                                    notes.first_new, budget_tokens=self.window_tokens, glossary=room.glossary,
                                     language=self.language or "the language of the lecture")
             try:
                 text = await self._call(room, "notes", request.messages, self.llm.config.max_tokens, json_mode=True)
                 return parse_answer(text, len(finals)), "llm"
             except (LLMError, InvalidNotes, NoBudget):
-                if room.notes.source == "llm":
+                if notes.state.source == "llm":
                     raise  # keep the LLM's notes rather than replacing them with extractive ones
                 self.failures += 1
                 log.warning("room %s: LLM notes failed; extractive notes meanwhile", room.name, exc_info=True)
-        segments = [(f["id"], f["text"]) for f in finals]
+        segments = [(f.id, f.text) for f in finals]
         bullets = await asyncio.get_running_loop().run_in_executor(None, extract, segments, self.max_bullets)
         return bullets, "extractive"

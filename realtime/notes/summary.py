@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any
 
+from realtime.core.export import clock
+from realtime.core.protocol import Final
 from realtime.notes.extractive import content_words, extract, sentences, top_terms
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.prompt import estimate_tokens
@@ -40,14 +42,9 @@ _NUMBER = re.compile(r"\d")
 _READING = re.compile(r"\b(read|reading|chapter|book|paper|textbook|further|see also|next lecture)\b", re.IGNORECASE)
 
 
-def clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-def extractive_summary(finals: list[dict[str, Any]], bullets: list[Bullet], room: str) -> str:
-    segments = [(f["id"], f["text"]) for f in finals]
-    start = {f["id"]: f["start"] for f in finals}
+def extractive_summary(finals: list[Final], bullets: list[Bullet], room: str) -> str:
+    segments = [(f.id, f.text) for f in finals]
+    start = {f.id: f.start for f in finals}
     sents = sentences(segments, min_words=4)
     if not sents:
         return f"# {room}\n\nNothing was said yet.\n"
@@ -69,14 +66,14 @@ def extractive_summary(finals: list[dict[str, Any]], bullets: list[Bullet], room
     return "\n".join(lines)
 
 
-def summary_request(finals: list[dict[str, Any]], bullets: list[Bullet], *, budget_tokens: int, glossary: str,
+def summary_request(finals: list[Final], bullets: list[Bullet], *, budget_tokens: int, glossary: str,
                     language: str) -> list[dict[str, str]]:
     data: dict[str, Any] = {"language": language, "glossary": glossary[:2000],
                             "bullets": [b.to_dict() for b in bullets], "transcript": []}
     used = estimate_tokens(SUMMARY_PROMPT) + estimate_tokens(json.dumps(data, ensure_ascii=False))
     window = []
     for f in reversed(finals):  # the end of the lecture matters most for the conclusion; notes cover the rest
-        seg = {"id": f["id"], "start": round(float(f["start"]), 1), "text": f["text"]}
+        seg = {"id": f.id, "start": round(f.start, 1), "text": f.text}
         cost = estimate_tokens(json.dumps(seg, ensure_ascii=False)) + 1
         if used + cost > budget_tokens:
             break
@@ -98,23 +95,23 @@ def check_summary(markdown: str) -> str:
     return text + "\n"
 
 
-def retrieve(index: TranscriptIndex, finals: list[dict[str, Any]], question: str, k: int = 4) -> list[dict[str, Any]]:
+def retrieve(index: TranscriptIndex, finals: list[Final], question: str, k: int = 4) -> list[Final]:
     """The k finals that best match the question (BM25 over `index`, which holds finals[i] at position i), in
     lecture order. Costs the postings of the question's words, not the whole transcript."""
     return [finals[i] for i in index.search(question, k) if i < len(finals)]
 
 
-def ask_request(question: str, excerpts: list[dict[str, Any]]) -> list[dict[str, str]]:
+def ask_request(question: str, excerpts: list[Final]) -> list[dict[str, str]]:
     data = {"question": question[:1000],
-            "excerpts": [{"id": f["id"], "time": clock(f["start"]), "text": f["text"]} for f in excerpts]}
+            "excerpts": [{"id": f.id, "time": clock(f.start), "text": f.text} for f in excerpts]}
     return [{"role": "system", "content": ASK_PROMPT}, {"role": "user", "content": json.dumps(data,
                                                                                              ensure_ascii=False)}]
 
 
-def extractive_answer(excerpts: list[dict[str, Any]]) -> str:
+def extractive_answer(excerpts: list[Final]) -> str:
     if not excerpts:
         return "The lecture so far does not seem to cover that."
-    return "From the lecture: " + " ".join(f"[{clock(f['start'])}] {f['text']}" for f in excerpts)
+    return "From the lecture: " + " ".join(f"[{clock(f.start)}] {f.text}" for f in excerpts)
 
 
 def _plain(text: str) -> str:

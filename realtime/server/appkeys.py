@@ -12,11 +12,11 @@ from realtime.config import Settings
 from realtime.core.access import Gate
 from realtime.core.origins import HostPolicy, OriginPolicy
 from realtime.core.ratelimit import ClientBuckets, ConnectionCounter
-from realtime.core.room import Rooms
+from realtime.core.records import Store
 from realtime.notes.service import NotesService
 from realtime.server.exports import ExportCache
 from realtime.server.offload import Offload
-from realtime.storage.sqlite import Store
+from realtime.server.rooms import Rooms
 
 
 @dataclass

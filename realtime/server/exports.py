@@ -12,7 +12,9 @@ import json
 from collections import OrderedDict
 
 from realtime.core import export
+from realtime.core.protocol import Final
 from realtime.core.room import Room
+from realtime.notes.lecture import LectureNotes
 from realtime.server.offload import Offload
 
 
@@ -47,16 +49,16 @@ class ExportCache:
             self.bytes -= len(self._items.pop(key))
 
 
-def state_key(room: Room, fmt: str) -> tuple:
-    return (room.name, room.record.created_at, fmt, len(room.finals), room.notes.version, room.summary_finals,
-            len(room.summary))
+def state_key(room: Room, notes: LectureNotes, fmt: str) -> tuple:
+    return (room.name, room.record.created_at, fmt, len(room.finals), notes.state.version, notes.summary_finals,
+            len(notes.summary))
 
 
-def render(room_name: str, title: str, fmt: str, finals: list[dict], final_texts: list[str], bullets: list[dict],
+def render(room_name: str, title: str, fmt: str, finals: list[Final], final_texts: list[str], bullets: list[dict],
            summary: str) -> str:
     """The text of one download (runs on the offload thread, from a snapshot of the room)."""
     if fmt == "transcript":  # the finals exactly as published: their stored JSON texts, joined without re-encoding
-        text = " ".join(f["text"] for f in finals)
+        text = " ".join(f.text for f in finals)
         return (f'{{"room":{json.dumps(room_name)},"finals":[{",".join(final_texts)}],'
                 f'"text":{json.dumps(text, ensure_ascii=False)}}}')
     if fmt == "json":
@@ -66,11 +68,11 @@ def render(room_name: str, title: str, fmt: str, finals: list[dict], final_texts
     return {"txt": export.to_txt, "srt": export.to_srt, "vtt": export.to_vtt}[fmt](finals)
 
 
-async def download(room: Room, fmt: str, cache: ExportCache, offload: Offload) -> str:
-    key = state_key(room, fmt)
+async def download(room: Room, notes: LectureNotes, fmt: str, cache: ExportCache, offload: Offload) -> str:
+    key = state_key(room, notes, fmt)
     text = cache.get(key)
     if text is None:
         text = await offload.run(render, room.name, room.record.title or room.name, fmt, list(room.finals),
-                                 room.final_texts(), [b.to_dict() for b in room.notes.bullets], room.summary)
+                                 room.final_texts(), [b.to_dict() for b in notes.state.bullets], notes.summary)
         cache.put(key, text)
     return text

@@ -25,6 +25,7 @@ from realtime.core.protocol import (
     ProtocolError,
     check_room,
 )
+from realtime.core.records import ASK_POLICIES, RoomExists, RoomGone, RoomRecord
 from realtime.core.room import Room
 from realtime.room_admin import make_room, room_links
 from realtime.server import http_content, metrics
@@ -39,7 +40,6 @@ from realtime.server.appkeys import (
     STORE,
 )
 from realtime.server.http_common import BadBody, admin_refusal, error, key_blocked, read_json, wrong_key
-from realtime.storage.sqlite import ASK_POLICIES, RoomExists, RoomGone, RoomRecord
 
 log = logging.getLogger(__name__)
 

@@ -98,7 +98,7 @@ async def export_room(request: web.Request) -> web.Response:
 
 async def _download(request: web.Request, room: Room, fmt: str, media: str, disposition: str | None) -> web.Response:
     try:
-        text = await download(room, fmt, request.app[EXPORTS], request.app[OFFLOAD])
+        text = await download(room, request.app[NOTES].of(room), fmt, request.app[EXPORTS], request.app[OFFLOAD])
     except Busy:
         return busy()
     headers = {"Content-Type": f"{media}; charset=utf-8"}
@@ -116,9 +116,10 @@ async def get_summary(request: web.Request) -> web.Response:
     room = viewable(request)
     if isinstance(room, web.Response):
         return room
-    if not room.summary:
+    summary = request.app[NOTES].of(room).summary
+    if not summary:
         return error(404, NO_SUMMARY, "there is no summary yet: one is made when the lecture stops")
-    return web.Response(text=room.summary, content_type="text/markdown", charset="utf-8")
+    return web.Response(text=summary, content_type="text/markdown", charset="utf-8")
 
 
 async def post_summary(request: web.Request) -> web.Response:

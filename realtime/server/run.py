@@ -14,9 +14,10 @@ from realtime.asr.pool import Engine
 from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, pick_device
 from realtime.config import Settings
 from realtime.core.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
+from realtime.core.records import Store
 from realtime.notes.llm import LLMClient, LLMConfig
 from realtime.server.app import create_app
-from realtime.storage.sqlite import Store, open_store
+from realtime.storage.sqlite import open_store
 
 log = logging.getLogger("realtime")
 

@@ -19,24 +19,23 @@ from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
 from realtime.asr.pool import Handle
+from realtime.asr.vad import default_classifier
 from realtime.core.access import proxied
+from realtime.core.audio import BYTES_PER_SECOND
 from realtime.core.lecture import LectureStream, StreamConfig
 from realtime.core.protocol import (
     ALREADY_STARTED,
     BAD_KEY,
     CLOSE_IDLE,
     CLOSE_INTERNAL,
-    CLOSE_KEY,
     CLOSE_NORMAL,
     CLOSE_SPEAKER_EXISTS,
-    CLOSE_TOO_LONG,
-    CLOSE_TRY_AGAIN,
+    CLOSING,
     IDLE_TIMEOUT,
     INTERNAL,
     KEY_REQUIRED,
     LECTURE_TOO_LONG,
     NOT_STARTED,
-    SERVER_FULL,
     SPEAKER_EXISTS,
     START_TIMEOUT,
     TAKEN_OVER,
@@ -53,9 +52,11 @@ from realtime.core.protocol import (
     parse_text,
 )
 from realtime.core.ratelimit import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
-from realtime.core.room import Connection, Room
-from realtime.core.vad import Segmenter, combined_classifier, webrtc_classifier
-from realtime.server.app import (
+from realtime.core.room import Room
+from realtime.core.vad import Segmenter
+from realtime.server.appkeys import ENGINE, GATE, LIMITS, NOTES, SETTINGS, STATS
+from realtime.server.rooms import Connection
+from realtime.server.ws import (
     check_view,
     close_socket,
     count_wrong_key,
@@ -66,31 +67,27 @@ from realtime.server.app import (
     sender,
     throttle,
 )
-from realtime.server.appkeys import ENGINE, GATE, NOTES, SETTINGS, STATS
 
 log = logging.getLogger(__name__)
-
-# Errors after which the connection is closed, with the close code.
-CLOSING = {SERVER_FULL: CLOSE_TRY_AGAIN, SPEAKER_EXISTS: CLOSE_SPEAKER_EXISTS, KEY_REQUIRED: CLOSE_KEY,
-           BAD_KEY: CLOSE_KEY, LECTURE_TOO_LONG: CLOSE_TOO_LONG}
 
 
 class SpeakerSession:
     """One speaker connection: key, start/stop, audio into the stream, periodic status."""
 
-    def __init__(self, request: web.Request, room: Room, conn: Connection, key: str | None):
-        app = request.app
+    def __init__(self, app: web.Application, room: Room, conn: Connection, key: str | None, *, client: str,
+                 local: bool):
         self.settings = app[SETTINGS]
         self.engine = app[ENGINE]
         self.gate = app[GATE]
         self.stats = app[STATS]
-        self.request = request
+        self.limits = app[LIMITS]
         self.room = room
         self.conn = conn
         self.key = key
-        self.local = not proxied(request.headers)  # open rooms are for the machine itself, not a proxy's clients
+        self.client = client  # the address wrong keys are counted against
+        self.local = local  # open rooms are for the machine itself, not a proxy's clients
         self.handle: Handle | None = None
-        self.model = model_name(request)
+        self.model = model_name(self.engine)
         self.notes = app[NOTES] if self.settings.notes else None
         self.budget = TokenBucket(self.settings.max_audio_rate, self.settings.audio_burst_s, time.monotonic())
         self.messages = TokenBucket(MESSAGE_RATE, MESSAGE_BURST, time.monotonic())
@@ -106,10 +103,10 @@ class SpeakerSession:
         if self.handle is not None:
             raise ProtocolError(ALREADY_STARTED, "the lecture is already started; send stop first")
         refusal = self.gate.publish_refusal(self.room.record.speaker_key_hash, self.key, self.local)
-        if self.key and not key_allowed(self.request):
+        if self.key and not key_allowed(self.limits, self.client):
             refusal = BAD_KEY
         elif refusal == BAD_KEY:
-            count_wrong_key(self.request)
+            count_wrong_key(self.limits, self.client)
         if refusal is not None:
             log.info("room %s: refused a speaker (%s)", self.room.name, refusal)
             raise ProtocolError(refusal, "this room needs its speaker key to publish (an Authorization: Bearer "
@@ -130,9 +127,9 @@ class SpeakerSession:
         self.room.session, self.room.speaker = self, self.conn
         self._stopping = None
         st = self.settings
-        classify = (combined_classifier(st.vad_aggressiveness, st.vad_silero_threshold, st.vad_frame_ms)
-                    if st.vad_silero else webrtc_classifier(st.vad_aggressiveness, st.vad_frame_ms))
-        segmenter = Segmenter(classify, aggressiveness=st.vad_aggressiveness, frame_ms=st.vad_frame_ms,
+        classify = default_classifier(st.vad_aggressiveness, st.vad_frame_ms, silero=st.vad_silero,
+                                      silero_threshold=st.vad_silero_threshold)
+        segmenter = Segmenter(classify, frame_ms=st.vad_frame_ms,
                               preroll_ms=st.vad_preroll_ms, hangover_ms=st.vad_hangover_ms,
                               min_speech_ms=st.vad_min_speech_ms)
         config = StreamConfig(st.partial_interval_s, st.max_utterance_s, st.max_lag_s, st.prompt_chars,
@@ -150,7 +147,7 @@ class SpeakerSession:
         if self.handle is None:
             raise ProtocolError(NOT_STARTED, "send a start message before audio")
         check_audio(frame, self.settings.max_frame_bytes)
-        seconds = len(frame) / 32000
+        seconds = len(frame) / BYTES_PER_SECOND
         if self.room.audio_s + seconds > self.settings.max_lecture_s:
             raise ProtocolError(LECTURE_TOO_LONG, f"this lecture reached --max-lecture-s "
                                                   f"({self.settings.max_lecture_s:g} s); it is kept")
@@ -223,7 +220,7 @@ async def speak(request: web.Request, ws: web.WebSocketResponse, room: Room, con
         return
     settings = request.app[SETTINGS]
     task = asyncio.get_running_loop().create_task(sender(ws, conn))
-    session = SpeakerSession(request, room, conn, key)
+    session = SpeakerSession(request.app, room, conn, key, client=conn.client, local=not proxied(request.headers))
     room.join(conn, Hello(room.name, "speaker", PROTOCOL_VERSION, session.model, len(room.finals)))
     beat = asyncio.get_running_loop().create_task(session.heartbeat())
     close_code = CLOSE_NORMAL

@@ -28,7 +28,8 @@ fast. Hence:
   hold key hashes and whole lectures. SQLite gives its -wal and -shm files the database file's permissions.
 * The schema is versioned with ``PRAGMA user_version`` (see ``_MIGRATIONS``) so later versions can migrate it.
 
-`Store` is the interface; `SQLiteStore` the only backend so far; `open_store` is where another would be chosen.
+`Store` (in `realtime.core.records`) is the interface; `SQLiteStore` the only backend so far; `open_store` is
+where another would be chosen.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from realtime.core.protocol import dumps
+from realtime.core.records import ASK_POLICIES, TOKEN_POOLS, RoomExists, RoomGone, RoomRecord, RoomState, Store
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
-ASK_POLICIES = ("anyone", "viewers", "nobody")  # who may ask questions: everyone, holders of a room key, no one
-TOKEN_POOLS = ("notes", "visitors")  # a room's LLM spend: its notes and summaries, and its visitors' questions
 SYNCHRONOUS = ("normal", "full")
 
 
@@ -125,66 +126,6 @@ _TOUCH_ROOM = """UPDATE rooms SET audio_s = MAX(audio_s, ?), seq_reserved = MAX(
                  WHERE name = ?"""
 
 _DAILY_TOKENS_KEY = "llm_tokens:{day}"
-
-
-@dataclass
-class RoomRecord:
-    name: str
-    title: str = ""
-    created_at: float = 0.0
-    speaker_key_hash: str | None = None  # None: an open room, anyone may speak
-    viewer_key_hash: str | None = None  # None: a public room, anyone may listen
-    seq_reserved: int = 0  # seqs up to this may have been used; a restarted room continues after it
-    audio_s: float = 0.0  # lecture time so far
-    glossary: str = ""
-    ask: str = "anyone"  # who may ask questions, one of ASK_POLICIES
-    llm_tokens_notes: int = 0  # LLM tokens spent on the room's notes and summaries
-    llm_tokens_visitors: int = 0  # LLM tokens spent answering its visitors' questions
-
-
-@dataclass
-class RoomState:
-    """What a restart needs to bring a room back."""
-
-    record: RoomRecord
-    finals: list[dict[str, Any]]  # in id order
-    notes: dict[str, Any] | None  # the latest notes event, or None
-    summary: dict[str, Any] | None  # the latest summary event, or None
-
-
-class RoomExists(Exception):
-    """add_room: a room of that name is already stored."""
-
-
-class RoomGone(LookupError):
-    """A room-scoped write found no room of that name (never made, or deleted, perhaps by another process); it wrote
-    nothing. The caller should treat the room as deleted rather than bring it back."""
-
-
-@runtime_checkable
-class Store(Protocol):
-    def add_room(self, record: RoomRecord) -> None: ...
-    def get_room(self, name: str) -> RoomRecord | None: ...
-    def list_rooms(self) -> list[RoomRecord]: ...
-    def delete_room(self, name: str) -> bool: ...
-    def load_room(self, name: str) -> RoomState | None: ...
-    def save_final(self, room: str, final: dict[str, Any], audio_s: float) -> None: ...
-    def save_notes(self, room: str, notes: dict[str, Any]) -> None: ...
-    def save_summary(self, room: str, summary: dict[str, Any]) -> None: ...
-    def save_progress(self, room: str, audio_s: float, glossary: str | None = None) -> None: ...
-    def reserve_seq(self, room: str, upto: int) -> None: ...
-    def set_ask(self, room: str, ask: str) -> None: ...
-    def add_llm_tokens(self, room: str, pool: str, tokens: int) -> None: ...
-    def add_daily_tokens(self, day: str, tokens: int) -> int: ...
-    def daily_tokens(self, day: str) -> int: ...
-    def events_after(self, room: str, seq: int) -> list[dict[str, Any]]: ...
-    def get_meta(self, key: str) -> str | None: ...
-    def set_meta(self, key: str, value: str) -> None: ...
-    def close(self) -> None: ...
-
-
-def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _touch(db: sqlite3.Connection, room: str, audio_s: float = 0.0, seq: int = 0, glossary: str | None = None) -> None:
@@ -366,7 +307,7 @@ class SQLiteStore:
         """Durable when it returns (see the module docstring for how durable). Replaces an earlier final with the
         same id; raises (never lowers) the room's audio_s and seq_reserved. RoomGone, and nothing written, if the
         room is missing."""
-        seq, data = int(final["seq"]), _dumps(final)
+        seq, data = int(final["seq"]), dumps(final)
         with self._write() as db:
             _touch(db, room, audio_s=audio_s, seq=seq)
             db.execute('INSERT OR REPLACE INTO finals (room, id, seq, start, "end", data) VALUES (?, ?, ?, ?, ?, ?)',
@@ -376,7 +317,7 @@ class SQLiteStore:
     def save_notes(self, room: str, notes: dict[str, Any]) -> None:
         """Keeps every version (the same version again replaces it); raises seq_reserved to the notes' seq.
         RoomGone if the room is missing."""
-        seq, data = int(notes["seq"]), _dumps(notes)
+        seq, data = int(notes["seq"]), dumps(notes)
         with self._write() as db:
             _touch(db, room, seq=seq)
             db.execute("INSERT OR REPLACE INTO notes (room, version, seq, data) VALUES (?, ?, ?, ?)",
@@ -385,7 +326,7 @@ class SQLiteStore:
     def save_summary(self, room: str, summary: dict[str, Any]) -> None:
         """Keeps every summary (the same seq again replaces it); raises seq_reserved to the summary's seq.
         RoomGone if the room is missing."""
-        seq, data = int(summary["seq"]), _dumps(summary)
+        seq, data = int(summary["seq"]), dumps(summary)
         with self._write() as db:
             _touch(db, room, seq=seq)
             db.execute("INSERT OR REPLACE INTO summaries (room, seq, created_at, data) VALUES (?, ?, ?, ?)",

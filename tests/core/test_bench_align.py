@@ -16,7 +16,7 @@ from benchmarks.align import (
     stream_words,
     token,
 )
-from realtime.latency import summary
+from testbed.latency import summary
 
 
 def test_token_drops_case_and_punctuation_but_keeps_apostrophes() -> None:

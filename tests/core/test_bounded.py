@@ -17,14 +17,19 @@ from hypothesis import strategies as st
 
 from benchmarks.loopstall import lecture_finals
 from realtime.core import export
+from realtime.core.protocol import Final, Word
 from realtime.notes import extractive
 from realtime.notes.extractive import BLOCK, extract, key_terms, sentences, tfidf, top_terms
 from realtime.notes.summary import extractive_summary
 
 
+def typed_finals(hours: float, seed: int) -> list[Final]:
+    return [Final.from_dict(f) for f in lecture_finals(hours, seed)]
+
+
 @cache
-def six_hours() -> list[dict[str, Any]]:
-    return lecture_finals(6.0, seed=5)
+def six_hours() -> list[Final]:
+    return typed_finals(6.0, seed=5)
 
 
 def peak_mib(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -38,7 +43,7 @@ def peak_mib(fn: Any, *args: Any) -> tuple[Any, float]:
 
 def test_notes_of_a_six_hour_lecture_are_bounded() -> None:
     finals = six_hours()
-    segments = [(f["id"], f["text"]) for f in finals]
+    segments = [(f.id, f.text) for f in finals]
     assert len(sentences(segments)) > 15 * BLOCK
     bullets, peak = peak_mib(extract, segments, 40)
     assert peak < 100, f"{peak:.0f} MiB"  # 10 MiB measured; the one-graph ranking needed 1,575 MiB
@@ -46,7 +51,7 @@ def test_notes_of_a_six_hour_lecture_are_bounded() -> None:
     assert all(re.fullmatch(r"x\d+\.\d+", b.id) for b in bullets) and len({b.id for b in bullets}) == len(bullets)
     refs = [b.refs[0] for b in bullets]
     assert refs == sorted(refs) and all(0 <= r < len(finals) for r in refs)
-    hours = {int(finals[r]["start"] // 3600) for r in refs}
+    hours = {int(finals[r].start // 3600) for r in refs}
     assert len(hours) >= 4  # every block has its share of candidates: the notes cover the lecture
     assert extract(segments, 40) == bullets  # deterministic, so bullets keep their ids
     assert len(extract(segments, 5)) <= 5
@@ -60,8 +65,8 @@ def test_summary_of_a_six_hour_lecture_is_bounded() -> None:
 
 
 def test_a_lecture_just_over_one_block_is_ranked_nearly_as_one_graph(monkeypatch: pytest.MonkeyPatch) -> None:
-    finals = lecture_finals(0.35, seed=8)
-    segments = [(f["id"], f["text"]) for f in finals]
+    finals = typed_finals(0.35, seed=8)
+    segments = [(f.id, f.text) for f in finals]
     assert BLOCK < len(sentences(segments)) < 1.2 * BLOCK
     bullets = extract(segments, 12)
     monkeypatch.setattr(extractive, "BLOCK", 10**6)
@@ -94,13 +99,13 @@ def test_indented_json_is_json_dumps_indent_1(value: Any, depth: int) -> None:
 
 
 def test_json_export_of_a_long_lecture_is_json_dumps_indent_1() -> None:
-    finals = lecture_finals(0.5, seed=2)
-    finals[3]["words"][0]["odd"] = {"nested": [1.5, None, "x\ny"]}  # not flat: the general path
-    doc = json.loads(export.to_json("r", "T", finals, [{"id": "n", "text": "é", "refs": [1], "parent": None}], "s"))
+    finals = typed_finals(0.5, seed=2)
+    odd = {"id": "n", "text": "é", "refs": [1], "parent": None, "odd": {"nested": [1.5, None, "x\ny"]}}  # not flat
+    doc = json.loads(export.to_json("r", "T", finals, [odd], "s"))
     assert export.to_json("r", "T", finals, doc["notes"], "s") == json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
 
 
-def laid_out_cues(final: dict[str, Any]) -> list[tuple[float, float, list[str]]]:
+def laid_out_cues(final: Final) -> list[tuple[float, float, list[str]]]:
     """The cue programme as first written: every candidate cue laid out with `_layout`."""
     units = export._units(final)
     n = len(units)
@@ -137,9 +142,9 @@ def test_measured_cue_layout_equals_laying_out_every_cue(seed: int) -> None:
         t, words = 0.0, []
         for _ in range(rng.randint(1, 50)):
             d = rng.uniform(0, 1.2)
-            words.append({"w": rng.choice(pieces), "start": round(t, 2), "end": round(t + d, 2), "p": 0.9})
+            words.append(Word(rng.choice(pieces), round(t, 2), round(t + d, 2), 0.9))
             t += d + (rng.uniform(1, 3) if rng.random() < 0.05 else 0)
-        final = {"id": 0, "start": 0.0, "end": round(t, 2), "text": "", "words": words}
+        final = Final(0, 0, 0.0, round(t, 2), "", words=words)
         assert export._final_cues(final) == laid_out_cues(final)
-    for final in lecture_finals(0.2, seed=seed):
+    for final in typed_finals(0.2, seed=seed):
         assert export._final_cues(final) == laid_out_cues(final)

@@ -111,3 +111,114 @@ def test_default_db_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch,
     for value in ("", "relative/dir"):  # unset or not absolute: ignored, as the XDG spec says
         monkeypatch.setenv("XDG_STATE_HOME", value)
         assert _default_db_path() == str(tmp_path / "home" / ".local" / "state" / "realtime" / "realtime.db")
+
+
+def test_state_dir_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from realtime.certs import default_dir
+    from realtime.config import state_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert state_dir() == tmp_path / "state" / "realtime"
+    assert default_dir() == state_dir() / "tls"  # `realtime certs` writes beside the default database
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert state_dir() == tmp_path / "home" / ".local" / "state" / "realtime"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")
+    assert state_dir() == tmp_path / "home" / ".local" / "state" / "realtime"
+
+
+def test_client_key_comes_from_realtime_key_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from realtime.cli import _key
+    from realtime.config import client_key
+
+    monkeypatch.delenv("REALTIME_KEY", raising=False)
+    assert client_key() is None and _key(argparse.Namespace(key=None)) is None
+    monkeypatch.setenv("REALTIME_KEY", "")
+    assert client_key() is None  # empty counts as unset
+    monkeypatch.setenv("REALTIME_KEY", "from-env")
+    assert client_key() == "from-env" and _key(argparse.Namespace(key=None)) == "from-env"
+    assert _key(argparse.Namespace(key="from-flag")) == "from-flag"
+
+
+@pytest.mark.parametrize(("value", "offline"), [(None, False), ("", False), ("0", False), ("1", True),
+                                                 ("true", True), ("yes", True)])
+def test_hf_hub_offline(monkeypatch: pytest.MonkeyPatch, value: str | None, offline: bool) -> None:
+    from realtime.config import hf_hub_offline
+
+    if value is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert hf_hub_offline() is offline
+
+
+def test_max_frame_bytes_is_one_second_of_wire_audio() -> None:
+    from realtime.core.audio import BYTES_PER_SECOND, SAMPLE_RATE
+
+    assert BYTES_PER_SECOND == SAMPLE_RATE * 2 == Settings().max_frame_bytes == 32000
+    field = next(f for f in Settings.fields() if f.name == "max_frame_bytes")
+    assert field.metadata["help"] == "Largest binary audio frame (32000 bytes = 1 s of 16 kHz s16le)."
+
+
+ENV_NAMES_OF_CONFIG = ("REALTIME_", "XDG_", "HF_HUB_OFFLINE")
+
+
+def _environment_reads(source: str) -> list[tuple[int, str]]:
+    """(line, variable) for each read of the environment in `source`: os.environ.get / os.getenv / environ[...]
+    loaded / `... in os.environ`; '?' where the name is not a literal. Writes (`os.environ[...] = ...`,
+    setdefault, update) and whole copies for child processes (`{**os.environ, ...}`) are not reads of a name."""
+    import ast
+
+    def is_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+            isinstance(node, ast.Name) and node.id == "environ")
+
+    def name_of(node: ast.AST | None) -> str:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else "?"
+
+    reads = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "get" and is_environ(func.value):
+                reads.append((node.lineno, name_of(node.args[0] if node.args else None)))
+            elif (isinstance(func, ast.Attribute) and func.attr == "getenv") or (
+                    isinstance(func, ast.Name) and func.id == "getenv"):
+                reads.append((node.lineno, name_of(node.args[0] if node.args else None)))
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and is_environ(node.value):
+            reads.append((node.lineno, name_of(node.slice)))
+        elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn) for op in node.ops) and any(
+                is_environ(c) for c in node.comparators):
+            reads.append((node.lineno, name_of(node.left)))
+    return reads
+
+
+def test_environment_reads_are_found_precisely() -> None:
+    source = '''
+import os
+from os import environ, getenv
+a = os.environ.get("REALTIME_KEY")
+b = os.getenv("XDG_STATE_HOME", "")
+c = environ["HF_HUB_OFFLINE"]
+d = "REALTIME_X" in os.environ
+e = getenv(name)
+os.environ["CHILD_ONLY"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+env = {**os.environ, "REALTIME_CACHE_DIR": "/tmp"}
+'''
+    assert _environment_reads(source) == [(4, "REALTIME_KEY"), (5, "XDG_STATE_HOME"), (6, "HF_HUB_OFFLINE"),
+                                          (7, "REALTIME_X"), (8, "?")]
+
+
+def test_only_config_reads_realtime_xdg_and_hub_variables() -> None:
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "realtime"
+    config = package / "config.py"
+    assert {name for _, name in _environment_reads(config.read_text())} >= {"XDG_STATE_HOME", "REALTIME_KEY",
+                                                                            "HF_HUB_OFFLINE"}
+    offenders = [f"{path.relative_to(package.parent)}:{line}: {name}"
+                 for path in sorted(package.rglob("*.py")) if path != config
+                 for line, name in _environment_reads(path.read_text())
+                 if name == "?" or name.startswith(ENV_NAMES_OF_CONFIG)]
+    assert not offenders, "read these through realtime.config: " + ", ".join(offenders)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import random
-from typing import Any
+from dataclasses import replace
 
 import pytest
 import srt
@@ -13,6 +13,7 @@ import webvtt
 
 from realtime.core.agreement import HypWord, join_words
 from realtime.core.export import FORMATS, to_json, to_markdown, to_srt, to_txt, to_vtt
+from realtime.core.protocol import Final
 from realtime.notes.state import Bullet
 
 VOCAB = ("the gradient of a function points uphill so we step the other way and repeat until the loss stops "
@@ -21,27 +22,26 @@ MAX_LINE, MAX_CUE_S, MIN_CUE_S = 42, 7.0, 0.3  # subtitling practice, fixed here
 LONG = "pneumonoultramicroscopicsilicovolcanoconiosis-and-more"  # 54 characters: longer than a line
 
 
-def final(i: int, start: float, words: list[tuple[str, float, float]], language: str | None = "en") -> dict[str, Any]:
+def final(i: int, start: float, words: list[tuple[str, float, float]], language: str | None = "en") -> Final:
     """A final as the server makes it: word texts without their leading space, text joined by `join_words`."""
     hyp = [HypWord(w.strip(), a, b) for w, a, b in words]
     ws = [{"w": h.text, "start": h.start, "end": h.end, "p": 0.9} for h in hyp]
-    return {"type": "final", "seq": i + 1, "id": i, "utterance": i, "start": start,
-            "end": words[-1][2] if words else start + 1, "text": join_words(hyp),
-            "language": language, "words": ws}
+    return Final.from_dict({"type": "final", "seq": i + 1, "id": i, "utterance": i, "start": start,
+                            "end": words[-1][2] if words else start + 1, "text": join_words(hyp),
+                            "language": language, "words": ws})
 
 
-def spoken(i: int, start: float, text: str, step: float = 0.3) -> dict[str, Any]:
+def spoken(i: int, start: float, text: str, step: float = 0.3) -> Final:
     """A final whose words are evenly timed from `start`."""
     return final(i, start, [(" " + w, start + k * step, start + k * step + step * 0.8) for k, w in
                             enumerate(text.split())])
 
 
-def bare(i: int, start: float, end: float, text: str) -> dict[str, Any]:
-    return {"type": "final", "seq": i + 1, "id": i, "utterance": i, "start": start, "end": end, "text": text,
-            "language": None, "words": []}
+def bare(i: int, start: float, end: float, text: str) -> Final:
+    return Final(i, i, start, end, text)
 
 
-def lecture(seed: int, n: int = 200) -> list[dict[str, Any]]:
+def lecture(seed: int, n: int = 200) -> list[Final]:
     """A long, messy lecture: pauses, a few long words, finals without words, about 75 minutes."""
     rng, t, out = random.Random(seed), 0.0, []
     for i in range(n):
@@ -49,7 +49,7 @@ def lecture(seed: int, n: int = 200) -> list[dict[str, Any]]:
         if i % 17 == 5:
             text = " ".join(rng.choice(VOCAB) for _ in range(rng.randint(1, 40)))
             out.append(bare(i, round(t, 2), round(t + rng.uniform(0.5, 15), 2), text))
-            t = out[-1]["end"]
+            t = out[-1].end
             continue
         words, start = [], round(t, 2)
         for _ in range(rng.randint(8, 80)):
@@ -70,10 +70,10 @@ def norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def check_cues(finals: list[dict[str, Any]], cues: list[tuple[float, float, str]]) -> None:
+def check_cues(finals: list[Final], cues: list[tuple[float, float, str]]) -> None:
     """The subtitle rules, for (start s, end s, text) cues parsed from a file."""
-    assert norm(" ".join(c[2] for c in cues)) == norm(" ".join(f["text"] for f in finals))
-    todo = [(f, norm(f["text"]).split()) for f in finals if norm(f["text"])]
+    assert norm(" ".join(c[2] for c in cues)) == norm(" ".join(f.text for f in finals))
+    todo = [(f, norm(f.text).split()) for f in finals if norm(f.text)]
     for k, (start, end, text) in enumerate(cues):
         lines = text.split("\n")
         assert 1 <= len(lines) <= 2, text
@@ -87,12 +87,12 @@ def check_cues(finals: list[dict[str, Any]], cues: list[tuple[float, float, str]
         tokens = text.split()  # the cue takes whole words from one final, in order
         f, rest = todo[0]
         assert rest[:len(tokens)] == tokens, (text, rest[:len(tokens)])
-        assert start >= f["start"] - 0.0005 and end <= max(f["end"], start + MIN_CUE_S) + 0.0005
-        words = f["words"][len(f["words"]) - len(rest):][:len(tokens)]
-        if len(f["words"]) == len(norm(f["text"]).split()):  # one word per token: the cue's times are its words'
-            first, last = max(words[0]["start"], f["start"]), min(words[-1]["end"], f["end"])
+        assert start >= f.start - 0.0005 and end <= max(f.end, start + MIN_CUE_S) + 0.0005
+        words = f.words[len(f.words) - len(rest):][:len(tokens)]
+        if len(f.words) == len(norm(f.text).split()):  # one word per token: the cue's times are its words'
+            first, last = max(words[0].start, f.start), min(words[-1].end, f.end)
             assert close(start, first)
-            assert all(w["start"] < end for w in words), "a word of the cue is spoken after the cue is gone"
+            assert all(w.start < end for w in words), "a word of the cue is spoken after the cue is gone"
             nxt = cues[k + 1][0] if k + 1 < len(cues) else float("inf")
             if not close(end, last) and end < last:  # cut short: by the next cue, or at the longest cue
                 assert close(end, nxt) or close(end, start + MAX_CUE_S)
@@ -128,16 +128,16 @@ def test_a_long_final_splits_into_cues_at_word_times() -> None:
     cues = srt_cues(to_srt([f]))
     assert len(cues) > 1
     check_cues([f], cues)
-    starts = {round(w["start"], 3) for w in f["words"]}
+    starts = {round(w.start, 3) for w in f.words}
     assert all(round(c[0], 3) in starts for c in cues)
-    assert cues[0][0] == 10.0 and cues[-1][1] == pytest.approx(f["words"][-1]["end"])
+    assert cues[0][0] == 10.0 and cues[-1][1] == pytest.approx(f.words[-1].end)
     assert any(len(c[2].split("\n")) == 2 for c in cues)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_long_realistic_lecture_keeps_every_rule(seed: int) -> None:
     finals = lecture(seed)
-    assert finals[-1]["end"] > 3600 + 10 * 60
+    assert finals[-1].end > 3600 + 10 * 60
     srt_out, vtt_out = srt_cues(to_srt(finals)), vtt_cues(to_vtt(finals))
     check_cues(finals, srt_out)
     assert vtt_out == srt_out
@@ -150,16 +150,16 @@ def test_hours_are_right_past_the_first_hour() -> None:
     assert "03:25:07,250 --> 03:25:08,390" in out and "12:00:00,500 --> " in out
     assert "03:25:07.250 --> 03:25:08.390" in to_vtt([f, g])
     assert srt_cues(out)[1][0] == 12 * 3600 + 0.5
-    assert vtt_cues(to_vtt([f, g]))[0][0] == f["start"]
+    assert vtt_cues(to_vtt([f, g]))[0][0] == f.start
 
 
 def test_vtt_escapes_markup_and_srt_keeps_it() -> None:
     f = spoken(0, 0.0, "if a < b && c > d then <b>bold</b>")
     raw = to_vtt([f])
     assert "a &lt; b &amp;&amp; c &gt; d then &lt;b&gt;bold&lt;/b&gt;" in raw
-    assert vtt_cues(raw)[0][2] == f["text"]
+    assert vtt_cues(raw)[0][2] == f.text
     assert webvtt.from_string(raw).captions[0].text == raw.split("\n")[3]  # no tag was seen, none was stripped
-    assert srt_cues(to_srt([f]))[0][2] == f["text"]
+    assert srt_cues(to_srt([f]))[0][2] == f.text
 
 
 def test_finals_without_words_use_their_own_times() -> None:
@@ -211,7 +211,7 @@ def test_cue_timing_limits() -> None:
 
 def test_word_times_outside_their_final_and_finals_out_of_order() -> None:
     late = final(1, 10.0, [(" later", 9.8, 10.4), (" on", 10.4, 11.3)])
-    late["end"] = 11.0  # Whisper's word times can stray a little past the segment
+    late = replace(late, end=11.0)  # Whisper's word times can stray a little past the segment
     early = spoken(0, 2.0, "first things")
     assert [c[:2] for c in srt_cues(to_srt([late, early]))] == [(2.0, 2.54), (10.0, 11.0)]
 
@@ -243,15 +243,16 @@ def test_txt_starts_paragraphs_at_pauses() -> None:
 
 def test_json_round_trips_segments() -> None:
     finals = [spoken(0, 0.0, "Grüße aus Köln"), bare(1, 2.0, 3.0, "no words"), spoken(2, 4.0, "x")]
-    finals[0]["language"], finals[1]["language"], finals[2]["language"] = "de", None, "en"
-    finals.append({**spoken(3, 5.0, "y"), "language": "de"})
+    finals = [replace(f, language=lang) for f, lang in zip(finals, ("de", None, "en"), strict=True)]
+    finals.append(replace(spoken(3, 5.0, "y"), language="de"))
     notes = [{"id": "n1", "text": "**A**", "refs": [0], "parent": None}, Bullet("n2", "b", (1,), "n1")]
     out = to_json("room-1", "Lecture 3", finals, notes, "# Sum")
     assert "Grüße" in out and out.startswith('{\n "room": "room-1"')
     doc = json.loads(out)
     assert doc["room"] == "room-1" and doc["title"] == "Lecture 3" and doc["summary"] == "# Sum"
-    assert doc["duration_s"] == finals[-1]["end"] and doc["language"] == "de"
-    assert doc["segments"] == [{k: f[k] for k in ("id", "start", "end", "text", "language", "words")} for f in finals]
+    assert doc["duration_s"] == finals[-1].end and doc["language"] == "de"
+    assert doc["segments"] == [{k: v for k, v in f.to_dict(0).items() if k in ("id", "start", "end", "text", "language",
+                                                                            "words")} for f in finals]
     assert doc["notes"] == [notes[0], {"id": "n2", "text": "b", "refs": [1], "parent": "n1"}]
     assert json.loads(to_json("r", "t", [bare(0, 0, 1, "a")]))["language"] is None
 

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from realtime.core.protocol import Final
 from realtime.notes.extractive import content_words
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.summary import retrieve
@@ -89,8 +90,8 @@ def test_positions_must_increase() -> None:
 
 
 def test_retrieve_returns_the_finals() -> None:
-    finals = [{"id": i, "start": 4.0 * i, "text": t} for i, t in enumerate(texts(3, 40))]
-    index = built([f["text"] for f in finals])
+    finals = [Final(i, i, 4.0 * i, 4.0 * i + 3, t) for i, t in enumerate(texts(3, 40))]
+    index = built([f.text for f in finals])
     hits = retrieve(index, finals, "enzyme substrate", k=3)
     assert hits == [finals[i] for i in index.search("enzyme substrate", 3)] and 0 < len(hits) <= 3
     assert retrieve(index, finals[:0], "enzyme") == []  # finals not (yet) given are never returned

@@ -8,17 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from realtime import PROTOCOL_VERSION
-from realtime.core.protocol import Final, Hello, Notes, Partial, Status, Summary, Word
-from realtime.core.room import RESUME_EVENTS, SEQ_BLOCK, Connection, Room, Rooms
+from realtime.core.protocol import UNNUMBERED, Final, Hello, Notes, Partial, Status, Summary, Word
+from realtime.core.records import RoomRecord, RoomState
+from realtime.core.room import RESUME_EVENTS, SEQ_BLOCK, Room
+from realtime.notes.lecture import LectureNotes
+from realtime.notes.scheduler import NotesScheduler
+from realtime.notes.service import NotesService
 from realtime.notes.state import Bullet
-from realtime.storage.sqlite import RoomRecord, RoomState, SQLiteStore
+from realtime.server.rooms import Connection, Rooms
+from realtime.storage.sqlite import SQLiteStore
 
 BULLETS = [{"id": "b1", "text": "**Entropy** never decreases", "refs": [0, 1], "parent": None},
            {"id": "b2", "text": "in a closed system", "refs": [1], "parent": "b1"}]
 
 
 def final(i: int) -> Final:
-    return Final(-1, i, float(i), i + 0.5, f"sentence {i}", "en", [Word("sentence", float(i), i + 0.3, 0.9)])
+    return Final(UNNUMBERED, i, float(i), i + 0.5, f"sentence {i}", "en", [Word("sentence", float(i), i + 0.3, 0.9)])
 
 
 def notes(version: int) -> Notes:
@@ -208,23 +213,26 @@ async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Pa
     store = SQLiteStore(path)
     back = Room.restore(store.load_room("r"), store)
     assert back.finals == room.finals
-    assert [f["id"] for f in back.finals] == [0, 1, 2]
+    assert [f.id for f in back.finals] == [0, 1, 2]
     assert back._final_texts == room._final_texts
-    assert back.notes.version == 2
-    assert back.notes.bullets == [Bullet("b1", BULLETS[0]["text"], (0, 1)),
-                                  Bullet("b2", BULLETS[1]["text"], (1,), "b1")]
-    assert back.notes_first_new == 2  # finals 0 and 1 came before notes v2; final 2 is not in the notes yet
-    assert back.summary == "# Summary\n\n- entropy"
+    notes = LectureNotes.restore(back, NotesScheduler())
+    assert notes.state.version == 2
+    assert notes.state.bullets == [Bullet("b1", BULLETS[0]["text"], (0, 1)),
+                                   Bullet("b2", BULLETS[1]["text"], (1,), "b1")]
+    assert notes.first_new == 2  # finals 0 and 1 came before notes v2; final 2 is not in the notes yet
+    assert notes.schedule.new_words == 2  # so final 2 counts as new text
+    assert (notes.summary, notes.summary_finals) == ("# Summary\n\n- entropy", 2)
     assert back.audio_s == 2.5
     assert back.seq == back.restart_seq == 1 + SEQ_BLOCK  # the reservation, above every seq sent (9)
     assert back.partial is None
     assert decode(back.replay(None)[1]) == [("final", 2), ("final", 5), ("final", 9), ("notes", 6), ("summary", 7)]
-    assert back.replay(5) == ("durable", [back._final_texts[2], room._notes_text, room._summary_text])
+    assert back.replay(5) == ("durable", [back._final_texts[2], room.latest("notes"), room.latest("summary")])
     assert back.replay(back.seq) == ("exact", [])  # nothing published since the restart
 
-    data = back.publish(final(3))
-    assert (data["id"], data["seq"]) == (3, 2 + SEQ_BLOCK)
-    assert back.publish(final(4))["id"] == 4
+    assert back.publish(final(3)) == 2 + SEQ_BLOCK
+    assert back.finals[-1].id == 3
+    back.publish(final(4))
+    assert back.finals[-1].id == 4
     assert store.get_room("r").seq_reserved == 2 + 2 * SEQ_BLOCK
     assert [f["id"] for f in store.load_room("r").finals] == [0, 1, 2, 3, 4]
     store.close()
@@ -233,8 +241,9 @@ async def test_restore_brings_the_room_back_and_numbering_continues(tmp_path: Pa
 async def test_restore_seq_is_above_every_stored_final() -> None:
     state = RoomState(RoomRecord("r", seq_reserved=3), [dict(final(0).to_dict(7), id=0)], None, None)
     back = Room.restore(state, None)
-    assert (back.seq, back.restart_seq, back.notes_first_new, back.summary) == (7, 7, 0, "")
-    assert back.publish(final(1))["seq"] == 8
+    notes = LectureNotes.restore(back, NotesScheduler())
+    assert (back.seq, back.restart_seq, notes.first_new, notes.summary) == (7, 7, 0, "")
+    assert back.publish(final(1)) == 8
 
 
 async def test_a_failing_store_does_not_stop_the_captions() -> None:
@@ -246,21 +255,23 @@ async def test_a_failing_store_does_not_stop_the_captions() -> None:
     room.publish(final(1))
     assert room.store_errors == 2
     assert [e["type"] for e in drain(conn)] == ["hello", "final", "partial", "final"]
-    assert [f["id"] for f in room.finals] == [0, 1]
+    assert [f.id for f in room.finals] == [0, 1]
 
 
 async def test_rooms_load_lazily_and_forget_keeps_store_errors() -> None:
     store = SQLiteStore(":memory:")
     room_in(store, "lec").publish(final(0))
-    rooms = Rooms(store, notes_interval_s=7.0, notes_min_words=3)
+    rooms = Rooms(store)
+    service = NotesService(rooms, notes_interval_s=7.0, notes_min_words=3)
     assert len(rooms) == 0
     assert rooms.find("nope") is None
     room = rooms.find("lec")
     assert room is not None and len(rooms) == 1
-    assert [f["text"] for f in room.finals] == ["sentence 0"]
+    assert [f.text for f in room.finals] == ["sentence 0"]
     assert rooms.find("lec") is room
     assert room.published is rooms.published
-    assert (room.notes_schedule.interval_s, room.notes_schedule.min_new_words) == (7.0, 3)
+    schedule = service.of(room).schedule
+    assert (schedule.interval_s, schedule.min_new_words, schedule.new_words) == (7.0, 3, 2)  # "sentence 0" is new
     room.publish(final(1))
     assert rooms.published == {"final": 1}
     room.store_errors = 3
@@ -268,7 +279,7 @@ async def test_rooms_load_lazily_and_forget_keeps_store_errors() -> None:
     assert len(rooms) == 0 and rooms.store_errors == 3
     assert rooms.forget("lec") is None and rooms.store_errors == 3
     again = rooms.find("lec")
-    assert again is not room and [f["id"] for f in again.finals] == [0, 1]
+    assert again is not room and [f.id for f in again.finals] == [0, 1]
     assert Rooms().find("lec") is None
 
 
@@ -297,7 +308,8 @@ async def test_a_failed_reservation_is_retried_and_loses_no_final() -> None:
     assert [f["text"] for f in store.load_room("r").finals] == ["sentence 0", "sentence 1"]
     again = Room.restore(store.load_room("r"), store)
     assert again.seq >= 7  # above every seq sent
-    assert again.publish(final(2))["id"] == 2
+    again.publish(final(2))
+    assert again.finals[-1].id == 2
 
 
 async def test_final_ids_continue_after_a_gap_in_the_store() -> None:
@@ -307,9 +319,10 @@ async def test_final_ids_continue_after_a_gap_in_the_store() -> None:
         room.publish(final(i))
     store.delete_room("r")  # as if the write of final 0 and 1 had failed: only final 2 is stored
     store.add_room(RoomRecord("r"))
-    store.save_final("r", room.finals[2], 3.0)
+    store.save_final("r", json.loads(room.final_texts()[2]), 3.0)
     again = Room.restore(store.load_room("r"), store)
-    assert again.publish(final(3))["id"] == 3  # not 1: that would overwrite a stored final
+    again.publish(final(3))
+    assert again.finals[-1].id == 3  # not 1: that would overwrite a stored final
     assert [f["id"] for f in store.load_room("r").finals] == [2, 3]
 
 

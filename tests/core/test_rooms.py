@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from realtime.core.protocol import CLOSE_SLOW_LISTENER, Final, Hello, Partial, Status
-from realtime.core.room import Connection, Room
+from realtime.core.protocol import CLOSE_SLOW_LISTENER, UNNUMBERED, Final, Hello, Partial, Status
+from realtime.core.room import Room
+from realtime.server.rooms import Connection
 
 
 def final(i: int) -> Final:
-    return Final(-1, i, float(i), i + 0.5, f"sentence {i}")
+    return Final(UNNUMBERED, i, float(i), i + 0.5, f"sentence {i}")
 
 
 def texts(conn: Connection) -> list[dict]:
@@ -26,8 +27,9 @@ async def test_seq_increases_and_final_ids_are_assigned() -> None:
     a = room.publish(Partial(0, 0.0, "", "hel"))
     b = room.publish(final(0))
     c = room.publish(final(1))
-    assert (a["seq"], b["seq"], c["seq"]) == (1, 2, 3)
-    assert (b["id"], c["id"]) == (0, 1)
+    assert (a, b, c) == (1, 2, 3)
+    assert [f.id for f in room.finals] == [0, 1]
+    assert [json.loads(t)["id"] for t in room.final_texts()] == [0, 1]
 
 
 async def test_late_joiner_of_a_long_room_gets_everything_despite_a_small_queue() -> None:

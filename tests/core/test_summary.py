@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from realtime.core.protocol import Final
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.summary import check_summary, extractive_answer, extractive_summary, retrieve
 
 FINALS = [
-    {"id": 0, "start": 1.0, "text": "Today we study enzymes. Enzymes are proteins that speed up chemical reactions."},
-    {"id": 1, "start": 9.5, "text": "An enzyme lowers the activation energy by about 30 percent or more."},
-    {"id": 2, "start": 18.0, "text": "The active site binds the substrate like a lock and a key."},
-    {"id": 3, "start": 70.0, "text": "For next week, read chapter four of the textbook on enzyme kinetics."},
-    {"id": 4, "start": 80.0, "text": "So enzymes make life fast enough to be possible."},
+    Final(0, 0, 1.0, 1.0 + 5, "Today we study enzymes. Enzymes are proteins that speed up chemical reactions."),
+    Final(1, 1, 9.5, 9.5 + 5, "An enzyme lowers the activation energy by about 30 percent or more."),
+    Final(2, 2, 18.0, 18.0 + 5, "The active site binds the substrate like a lock and a key."),
+    Final(3, 3, 70.0, 70.0 + 5, "For next week, read chapter four of the textbook on enzyme kinetics."),
+    Final(4, 4, 80.0, 80.0 + 5, "So enzymes make life fast enough to be possible."),
 ]
 
 
@@ -37,14 +38,14 @@ def test_llm_summary_without_the_structure_is_refused():
 def index_of(finals):
     index = TranscriptIndex()
     for i, f in enumerate(finals):
-        index.add(i, f["text"])
+        index.add(i, f.text)
     return index
 
 
 def test_retrieval_finds_the_grounding_segments():
     index = index_of(FINALS)
     hits = retrieve(index, FINALS, "What does the active site bind?")
-    assert hits and hits[0]["id"] == 2
+    assert hits and hits[0].id == 2
     assert retrieve(index, FINALS, "quantum chromodynamics") == []
     answer = extractive_answer(hits)
     assert "[0:18]" in answer and "substrate" in answer

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from realtime.client import stream_audio
-from tests.conftest import ARTIFACTS
-from tests.speech import english, wer
+from testbed.server import ARTIFACTS
+from testbed.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from realtime.client import stream_audio, ws_url
-from tests.speech import english, wer
+from testbed.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.speech import ROOT
+from testbed.speech import ROOT
 
 pytestmark = pytest.mark.slow
 

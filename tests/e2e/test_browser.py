@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from realtime.latency import summary, word_latencies
-from tests.conftest import ARTIFACTS, ServerProcess, free_port
+from testbed.latency import summary, word_latencies
+from testbed.server import ARTIFACTS, ServerProcess, free_port
+from testbed.speech import english, make_lecture, wer, write_wav
 from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium, host_site, mic_args, wait_js
-from tests.speech import english, make_lecture, wer, write_wav
 
 pytestmark = pytest.mark.slow
 

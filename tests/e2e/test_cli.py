@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from realtime.config import Settings
-from tests.conftest import free_port
-from tests.speech import ROOT, english, normalise, wer
+from testbed.server import free_port
+from testbed.speech import ROOT, english, normalise, wer
 
 pytestmark = pytest.mark.slow
 

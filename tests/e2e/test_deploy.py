@@ -31,8 +31,8 @@ import websockets
 
 from realtime.certs import CertPair, make_self_signed
 from realtime.client import listen, stream_audio
-from tests.conftest import ServerProcess, free_port
-from tests.speech import ROOT, Clip, english, wer
+from testbed.server import ServerProcess, free_port
+from testbed.speech import ROOT, Clip, english, wer
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from realtime.client import listen, stream_audio
-from tests.conftest import ARTIFACTS, ServerProcess
-from tests.speech import english, make_lecture
+from testbed.server import ARTIFACTS, ServerProcess
+from testbed.speech import english, make_lecture
 
 pytestmark = pytest.mark.slow
 

@@ -59,7 +59,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.client import stream_audio
 from realtime.core import protocol
-from tests.conftest import ARTIFACTS, ServerProcess
+from testbed.server import ARTIFACTS, ServerProcess
+from testbed.speech import english, wer
 from tests.e2e.fuzzing.harness import SEED, Fuzz
 from tests.e2e.fuzzing.model import CLOSE_CODES
 from tests.e2e.fuzzing.strategies import (
@@ -80,7 +81,6 @@ from tests.e2e.fuzzing.strategies import (
     WS_LIMIT,
     frame,
 )
-from tests.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from realtime.server.headers import CSP
-from tests.conftest import free_port
+from testbed.server import free_port
 from tests.e2e.browser import FAKE_DEVICE, FAKE_UI, ConsoleErrors, chromium, wait_js
 
 pytestmark = pytest.mark.slow

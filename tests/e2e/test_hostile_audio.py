@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.client import stream_audio
-from tests.conftest import ARTIFACTS, ServerProcess
-from tests.speech import english, wer
+from testbed.server import ARTIFACTS, ServerProcess
+from testbed.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

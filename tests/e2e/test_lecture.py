@@ -9,9 +9,9 @@ import json
 import pytest
 
 from realtime.client import listen, stream_audio
-from realtime.latency import final_delays, summary, word_latencies
-from tests.conftest import ARTIFACTS
-from tests.speech import english, make_lecture, wer
+from testbed.latency import final_delays, summary, word_latencies
+from testbed.server import ARTIFACTS
+from testbed.speech import english, make_lecture, wer
 
 pytestmark = pytest.mark.slow
 

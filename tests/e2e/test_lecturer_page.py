@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 
 from realtime.client import stream_audio
-from tests.conftest import ServerProcess
+from testbed.server import ServerProcess
+from testbed.speech import ROOT, english, wer, write_wav
 from tests.e2e.browser import FAKE_DEVICE, FAKE_UI, ConsoleErrors, chromium, mic_args, wait_js
-from tests.speech import ROOT, english, wer, write_wav
 
 pytestmark = pytest.mark.slow
 

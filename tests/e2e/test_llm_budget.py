@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from realtime.client import stream_audio
-from tests.conftest import ServerProcess
+from testbed.server import ServerProcess
+from testbed.speech import english, make_lecture
 from tests.fake_openai import FakeOpenAI
 from tests.httpclient import code_of, http
 from tests.seed import Seeded, seed_room
-from tests.speech import english, make_lecture
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from realtime.client import stream_audio
-from tests.conftest import ServerProcess
+from testbed.server import ServerProcess
+from testbed.speech import english, make_lecture
 from tests.fake_openai import FakeOpenAI
-from tests.speech import english, make_lecture
 
 pytestmark = pytest.mark.slow
 

@@ -124,7 +124,7 @@ def test_decodes_keep_word_times_of_the_buffer(cache_dir: Path, offline_model, c
     windows); the words it returns must still be timed from the buffer's first sample, as a plain decode times them."""
     from realtime.asr.whisper import WhisperDecoder
     from realtime.core.lecture import DecodeRequest
-    from tests.speech import english
+    from testbed.speech import english
 
     clip = english(clips)[0]
     samples = clip.samples()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from realtime.client import listen, stream_audio
-from tests.speech import english, make_lecture
+from testbed.speech import english, make_lecture
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.overload import silent_listener
 from realtime.client import listen, stream_audio, ws_url
-from realtime.latency import summary
-from tests.conftest import ARTIFACTS, ServerProcess
-from tests.speech import english, wer
+from testbed.latency import summary
+from testbed.server import ARTIFACTS, ServerProcess
+from testbed.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ import webvtt
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.client import auth_headers, listen, stream_audio, ws_url
-from tests.conftest import ServerProcess
-from tests.speech import ROOT, english, normalise
+from testbed.server import ServerProcess
+from testbed.speech import ROOT, english, normalise
 
 pytestmark = pytest.mark.slow
 

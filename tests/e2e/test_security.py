@@ -22,11 +22,11 @@ import pytest
 import websockets
 
 from realtime.client import auth_headers, listen, stream_audio, ws_url
-from tests.conftest import ServerProcess
+from testbed.server import ServerProcess
+from testbed.speech import ROOT, english, make_lecture
 from tests.fake_openai import FakeOpenAI
 from tests.httpclient import code_of, http
 from tests.seed import seed_room
-from tests.speech import ROOT, english, make_lecture
 
 pytestmark = pytest.mark.slow
 
@@ -259,7 +259,7 @@ def test_short_admin_keys_and_bad_settings_are_refused_at_start(tmp_path):
 @pytest.fixture(scope="module")
 def quick(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The quick start: open rooms on loopback (`make serve`), monitoring on a second port."""
-    from tests.conftest import free_port
+    from testbed.server import free_port
 
     port = free_port()
     srv = ServerProcess(cache_dir, tmp_path_factory.mktemp("quick") / "server.log", "--metrics-port", str(port))

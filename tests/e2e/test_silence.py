@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from realtime.client import stream_audio
-from tests.speech import english, wer
+from testbed.speech import english, wer
 
 pytestmark = pytest.mark.slow
 

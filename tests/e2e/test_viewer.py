@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from realtime.client import stream_audio
-from tests.conftest import ARTIFACTS
+from testbed.server import ARTIFACTS
+from testbed.speech import english
 from tests.e2e.browser import RECORD_EVENTS, ConsoleErrors, chromium, wait_js
-from tests.speech import english
 
 pytestmark = pytest.mark.slow
 FONT_SIZE = "(e) => parseFloat(getComputedStyle(e).fontSize)"

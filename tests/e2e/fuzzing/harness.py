@@ -31,7 +31,7 @@ from yarl import URL
 from realtime.core import protocol
 from realtime.core.access import bearer
 from realtime.core.protocol import check_room
-from tests.conftest import ServerProcess
+from testbed.server import ServerProcess
 from tests.e2e.fuzzing.model import (
     CLOSE_CODES,
     ERROR_CODES,

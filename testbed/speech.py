@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from testbed import ROOT
+
 SR = 16000
 
 SYNTH_SENTENCES = {

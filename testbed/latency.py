@@ -4,6 +4,13 @@ Events must carry `t`, the receive time in seconds since the first audio was sen
 sender's clock and the lecture clock coincide, so a word that ends at lecture time `end` and first shows up as
 committed at receive time `t` has latency `t - end`. Committed words of an utterance are a prefix of its final, so
 the k-th committed word is the final's k-th word, whose `end` comes from the model's word alignment.
+
+`percentile` and `summary` are the one implementation of the statistics that the caption latency figures of the
+tests and the benchmarks go through (benchmarks/loopstall.py keeps its nearest-rank ping percentiles in ms, which
+its recorded results depend on). benchmarks/align.py times words differently on purpose, against an independent
+word-timing truth and with words matched by alignment rather than by position, so its StreamWord/WordTiming and
+its truth-based `final_delays` give other numbers and stay there; it reports through `summary` from here.
+(It lived in the realtime package until nothing there used it.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,57 @@
+"""The notes side of one room (sans-I/O): its bullet notes, when to update them, and its latest summary.
+
+The room (`realtime.core.room.Room`) numbers and sends events and knows nothing of notes; the notes service keeps
+one `LectureNotes` per room in memory, made from the room's own events when it comes into memory, and feeds it
+every event the room publishes (`published`), so the schedule counts new words and the summary stays current.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from realtime.core.protocol import Event, Final, Summary
+from realtime.core.room import Room
+from realtime.notes.scheduler import NotesScheduler
+from realtime.notes.state import NotesState
+
+
+@dataclass
+class LectureNotes:
+    state: NotesState = field(default_factory=NotesState)
+    schedule: NotesScheduler = field(default_factory=NotesScheduler)
+    first_new: int = 0  # finals from this index on are not in the notes yet
+    busy: bool = False  # an update is being made
+    flushing: bool = False  # notes and summary of a stopped stream still being made in the background
+    summary: str = ""  # the latest end-of-lecture summary (Markdown)
+    summary_finals: int = -1  # how many finals it covers (-1: there is none)
+
+    @classmethod
+    def restore(cls, room: Room, schedule: NotesScheduler) -> LectureNotes:
+        """The notes of a room as it came into memory (perhaps restored from the store): its latest notes and
+        summary events, and the finals published after those notes counted as new text."""
+        notes = cls(schedule=schedule)
+        latest = room.latest("notes")
+        if latest is not None:
+            data = json.loads(latest)
+            notes.state = NotesState.from_event(data)
+            notes.first_new = room.finals_after(int(data["seq"]))
+        for final in room.finals[notes.first_new:]:
+            schedule.add_final(final.text, time.monotonic())
+        latest = room.latest("summary")
+        if latest is not None:
+            data = json.loads(latest)
+            notes.summary, notes.summary_finals = data["markdown"], int(data.get("finals", 0))
+        return notes
+
+    def published(self, event: Event) -> None:
+        """Told of every event the room publishes."""
+        if isinstance(event, Final):
+            self.schedule.add_final(event.text, time.monotonic())
+        elif isinstance(event, Summary):
+            self.summary, self.summary_finals = event.markdown, event.finals
+
+    def in_use(self) -> bool:
+        """Work is under way or due: the room must stay in memory."""
+        return self.busy or self.flushing or self.schedule.new_words > 0
