@@ -1,4 +1,4 @@
-"""What docs/protocol.md and realtime/protocol.py list: error codes and close codes, for the tests that check the
+"""What docs/protocol.md and realtime/core/protocol.py list: error codes and close codes, for the tests that check the
 server against the document (tests/core/test_protocol_fuzz.py cross-checks the two; the e2e fuzzing uses them)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def doc_section(title: str) -> str:
     return DOC[start:end if end > 0 else None]
 
 
-# The error codes are the lowercase string constants of realtime/protocol.py; the close codes its CLOSE_* constants
+# The error codes are the lowercase string constants of realtime/core/protocol.py; the close codes its CLOSE_* constants
 # plus 1009 and 1007, which aiohttp sends for messages far over the limits and text that is not UTF-8.
 CODE_ERRORS = frozenset(v for k, v in vars(protocol).items()
                         if k.isupper() and isinstance(v, str) and re.fullmatch(r"[a-z][a-z_]*", v))

@@ -32,7 +32,7 @@ class StreamConfig:
     max_lag_s: float = 4.0
     prompt_chars: int = 0
     early_final_s: float = 0.2  # pause after which the final decode starts (0 = at the end of the hangover)
-    commit_min_prob: float = 0.2  # agreed words less probable than this wait (see commit.LocalAgreement)
+    commit_min_prob: float = 0.2  # agreed words less probable than this wait (see agreement.LocalAgreement)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Wire protocol v1: the code twin of docs/protocol.md.
 
 Sans-I/O: parses what a client sends into typed commands (or a `ProtocolError` with a documented code) and turns
-typed events into JSON text. Sockets live in server.py; nothing here imports them.
+typed events into JSON text. Sockets live in realtime/server; nothing here imports them.
 """
 
 from __future__ import annotations

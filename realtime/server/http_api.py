@@ -3,7 +3,7 @@ Origin, CORS), JSON bodies, errors, keys and per-client limits.
 
 Keys travel in `Authorization: Bearer` headers only, never in URLs (proxies log URLs). A room's content (transcript,
 exports, summary, questions) is served by `http_content.py`, health and metrics by `metrics.py`, the WebSocket
-endpoints by `server.py` and `speaker.py`.
+endpoints by `listener.py` and `speaker.py`.
 """
 
 from __future__ import annotations

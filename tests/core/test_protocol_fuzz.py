@@ -1,7 +1,7 @@
 """Property-based tests of the wire protocol's parsing, in-process (fast): whatever a client sends, `parse_text`
 returns a command or raises `ProtocolError` with a documented code, and `check_audio` likewise for binary frames.
 
-The documented codes are read from docs/protocol.md itself, and cross-checked against realtime/protocol.py's
+The documented codes are read from docs/protocol.md itself, and cross-checked against realtime/core/protocol.py's
 constants. tests/e2e/test_fuzz.py fuzzes the same messages against a real server.
 """
 
@@ -31,8 +31,8 @@ PARSE_ERRORS = {protocol.BAD_JSON, protocol.BAD_MESSAGE, protocol.UNKNOWN_TYPE, 
 
 def test_error_and_close_codes_are_documented():
     assert len(CODE_ERRORS) >= 20, sorted(CODE_ERRORS)
-    assert CODE_ERRORS - DOC_ERRORS == set(), "codes in realtime/protocol.py missing from docs/protocol.md"
-    assert DOC_ERRORS - CODE_ERRORS == set(), "codes in docs/protocol.md that realtime/protocol.py does not define"
+    assert CODE_ERRORS - DOC_ERRORS == set(), "codes in realtime/core/protocol.py missing from docs/protocol.md"
+    assert DOC_ERRORS - CODE_ERRORS == set(), "codes in docs/protocol.md that realtime/core/protocol.py does not define"
     assert CODE_CLOSES == DOC_CLOSES == {1000, 1001, 1007, 1009, 1011, 1013, 4400, 4401, 4403, 4404, 4408, 4409, 4410,
                                          4413}
     for code in CODE_ERRORS:  # and each one is explained somewhere besides its table row

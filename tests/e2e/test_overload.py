@@ -130,7 +130,7 @@ async def test_a_speaker_at_10x_is_slowed_to_2x_and_still_transcribed(busy, clip
 
 
 async def test_500_connections_dropped_abruptly_leak_nothing(busy):
-    """Three rounds of 500, each measured 11 s later (after realtime/memory.py has handed freed heap back); the
+    """Three rounds of 500, each measured 11 s later (after realtime/server/memory.py has handed freed heap back); the
     first round settles what is allocated once. What leaks per connection (a task, a room, a connection object, the
     parser and buffers of its socket) shows exactly in the task, room and connection gauges and as growth of
     Python's heap blocks. The bounds are the noise of 24 rounds (12,000 connections) on this machine: RSS wandered

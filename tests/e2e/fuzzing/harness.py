@@ -806,7 +806,7 @@ class Fuzz(ProtocolModel):
                 branch.apply(data)
 
     def check_headers(self, req: Req, status: int, answer: Any, origin: str | None) -> None:
-        """What every HTTP answer carries (realtime/headers.py, docs/protocol.md "Origins")."""
+        """What every HTTP answer carries (realtime/server/headers.py, docs/protocol.md "Origins")."""
         if answer.get("X-Content-Type-Options") != "nosniff" or answer.get("Referrer-Policy") != "no-referrer":
             self.fail(f"{req!r}: HTTP {status} without nosniff and no-referrer: {dict(answer)}")
         page = req.path.split("?")[0] in ("/", "/speak")

@@ -50,7 +50,7 @@ from tests.protocol_doc import DOC_CLOSES, DOC_ERRORS, doc_section
 # ---------------------------------------------------------------- what the protocol document promises
 
 # The error codes and close codes are the tables of docs/protocol.md ("Error codes", "Close codes"); that they are
-# realtime/protocol.py's constants is checked by tests/core/test_protocol_fuzz.py. The codes of the table of
+# realtime/core/protocol.py's constants is checked by tests/core/test_protocol_fuzz.py. The codes of the table of
 # HTTP-only codes never come as WebSocket events, and slow_listener is a close reason, never an event.
 ERROR_CODES = DOC_ERRORS
 CLOSE_CODES = DOC_CLOSES
