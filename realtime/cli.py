@@ -1,4 +1,4 @@
-"""`realtime serve | stream | listen | room | export | certs`: the console entry point."""
+"""`realtime serve | stream | listen | room | export | certs | llm`: the console entry point."""
 
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--host", action="extend", nargs="+", default=[], metavar="NAME_OR_IP",
                        help="names and addresses to cover besides localhost, 127.0.0.1 and this machine's IPv4s")
     certs.add_argument("--days", type=int, default=365, help="validity in days")
+
+    llm = sub.add_parser("llm", help="run the bundled local LLM (the llm extra) in the foreground and print its URL",
+                         description="llama.cpp's OpenAI-compatible server on loopback, for `realtime serve "
+                                     "--llm-model local --llm-base-url URL` and other tools to share. Ctrl-C stops it.")
+    llm.add_argument("--model", dest="llm_model", choices=("local", "local-0.5b"), default=None,
+                     help="local = Qwen2.5-Coder-1.5B-Instruct, local-0.5b = the 0.5B (default: REALTIME_LLM_MODEL "
+                          "if it names one, else local)")
+    llm.add_argument("--port", dest="llm_port", type=int, default=0, help="loopback port (default: a free one)")
+    for name in ("llm_threads", "llm_context", "cache_dir"):
+        f = next(f for f in Settings.fields() if f.name == name)
+        llm.add_argument("--" + name.replace("_", "-"), dest=name, type=int if f.type == "int" else str, default=None,
+                         metavar=name.upper(), help=f.metadata["help"])
 
     exp = sub.add_parser("export", help="download a room's transcript, subtitles, notes or summary")
     exp.add_argument("room")
@@ -179,6 +191,47 @@ def _certs(args: argparse.Namespace) -> int:
     return certs_command(args)
 
 
+def _llm(args: argparse.Namespace) -> int:
+    from realtime.llm.process import LocalLLM, LocalLLMError, WeightsError
+    from realtime.llm.weights import MODELS
+
+    try:
+        settings = Settings.from_sources(args=args)
+    except ValueError as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(settings.log_level.upper())
+    model = settings.llm_model if settings.llm_model in MODELS else "local"
+    local = LocalLLM(model, cache_dir=settings.cache_dir, threads=settings.llm_threads,
+                     context=settings.llm_context, port=args.llm_port)
+
+    async def serve() -> int:
+        try:
+            await local.start()
+            print(f"realtime llm: {model} ({local.model.description}) serving on {local.base_url}", flush=True)
+            print(f"  use it: realtime serve --llm-model {model} --llm-base-url {local.base_url}", flush=True)
+            await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
+        except (WeightsError, LocalLLMError) as exc:
+            print(f"realtime: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await asyncio.shield(local.stop())
+        return 0
+
+    import signal
+
+    loop = asyncio.new_event_loop()
+    main_task = loop.create_task(serve())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        return loop.run_until_complete(main_task)
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        loop.close()
+
+
 def _export(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
@@ -211,5 +264,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export,
-                "certs": _certs}
+                "certs": _certs, "llm": _llm}
     return commands[args.command](args)

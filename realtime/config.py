@@ -140,7 +140,8 @@ class Settings:
     notes_interval_s: float = opt(45.0, "Notes are updated at most this long after new text arrives.")
     notes_min_words: int = opt(120, "Notes are updated early once this many new words were committed.")
     notes_language: str = opt("", "Language of the notes, e.g. 'Chinese' (empty: the lecture's language).")
-    llm_model: str = opt("", "LLM model for notes, e.g. gpt-4o-mini, deepseek-chat, llama3.1 (empty: extractive).")
+    llm_model: str = opt("", "LLM model for notes: `local` or `local-0.5b` (the bundled model), or an "
+                            "endpoint's model, e.g. gpt-4o-mini, deepseek-chat, llama3.1 (empty: extractive).")
     llm_base_url: str = opt("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (empty: OpenAI).")
     llm_api_key: str = opt("", "API key for the LLM (falls back to OPENAI_API_KEY).", secret=True)
     llm_temperature: float = opt(0.2, "LLM sampling temperature.")
@@ -154,6 +155,10 @@ class Settings:
     llm_daily_token_cap: int = opt(2000000, "LLM tokens the whole server may spend per day (UTC); then everything "
                                    "falls back to the extractive engine (0 = no cap).")
     llm_concurrency: int = opt(2, "LLM calls in flight at once, server-wide; more wait their turn.")
+    llm_threads: int = opt(0, "Threads of the bundled local model (--llm-model local or local-0.5b; 0 = half the "
+                           "CPU cores, at least 1: the other half stays with the speech recognizer).")
+    llm_context: int = opt(8192, "Context of the bundled local model in tokens, prompt and answer together (room for "
+                           "--llm-window-tokens, --llm-max-tokens and the instructions and current notes).")
     ask_max_tokens: int = opt(300, "Longest LLM answer to a question, in tokens.")
     ask_per_minute: float = opt(6.0, "Questions and summary requests one client address may make per minute, after "
                                 "a burst of 3 (0 = no limit; the admin key is not limited).")
@@ -205,6 +210,7 @@ class Settings:
             (self.notes_interval_s > 0 and self.notes_min_words > 0, "notes cadence must be positive"),
             (self.llm_timeout_s > 0 and self.llm_retries >= 0 and self.llm_max_tokens > 0, "bad LLM limits"),
             (self.llm_window_tokens >= 500, "llm_window_tokens must be at least 500"),
+            (self.llm_threads >= 0 and self.llm_context >= 1024, "llm_threads >= 0, llm_context >= 1024"),
             (min(self.cpu_threads, self.workers, self.max_speakers, self.prompt_chars, self.vad_preroll_ms,
                  self.vad_hangover_ms, self.vad_min_speech_ms, self.early_final_ms) >= 0,
              "counts and durations cannot be negative"),

@@ -1,9 +1,13 @@
 """A scripted stand-in for an OpenAI-compatible chat-completions endpoint, over real HTTP.
 
 The only test double in the suite, because no real LLM is reachable here. Tests push behaviours (`ok`, `429`,
-`500`, `malformed`, `stall`, `prose`) that answer the next requests in order; with no script, it answers valid notes:
-one bullet per transcript segment it was sent (ids kept stable), so updates arrive as real diffs. Every request body
-is recorded for assertions.
+`500`, `400`, `401`, `malformed`, `stall`, `prose`, `length`: cut off at max_tokens, `fenced`: the ops in a code
+fence with text after, `strings`: added bullets as plain strings, `unknown_id`: an update of a bullet that does not
+exist, `answer`: the given `content`) that answer the next requests in order; with no script, it answers valid
+notes edits: an added bullet per new transcript segment it was sent (the oldest removed beyond 40), so updates
+arrive as real diffs.
+`refuse` holds the response_format types the endpoint refuses with `refuse_status` (400, as DeepSeek refuses
+json_schema; 422 as some older servers do). Every request body is recorded for assertions.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class FakeOpenAI:
         self.inflight = 0  # requests being answered now, and the most at once (the server's concurrency limit)
         self.max_inflight = 0
         self.delay_s = 0.0  # every answer waits this long first (a slow model: lets requests pile up)
+        self.refuse: set[str] = set()  # response_format types refused, e.g. {"json_schema"} (DeepSeek)
+        self.refuse_status = 400
 
     def push(self, *behaviours: dict[str, Any] | str) -> None:
         self.script.extend({"kind": b} if isinstance(b, str) else b for b in behaviours)
@@ -57,6 +63,11 @@ class FakeOpenAI:
         self.requests.append({"t": time.monotonic(), "body": body})
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        wanted = (body.get("response_format") or {}).get("type")
+        if wanted in self.refuse:  # DeepSeek's answer to json_schema; the script is not consumed
+            return web.json_response({"error": {"message": "This response_format type is unavailable now",
+                                                "type": "invalid_request_error", "param": None,
+                                                "code": "invalid_request_error"}}, status=self.refuse_status)
         step = self.script.pop(0) if self.script else {"kind": "ok"}
         kind = step["kind"]
         if kind == "429":
@@ -64,6 +75,9 @@ class FakeOpenAI:
                                      headers={"retry-after": str(step.get("retry_after", 1))})
         if kind == "500":
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+        if kind == "400":  # a refusal that is not about the response format
+            return web.json_response({"error": {"message": "maximum context length exceeded",
+                                                "type": "invalid_request_error"}}, status=400)
         if kind == "401":
             return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
         if kind == "stall":
@@ -72,6 +86,17 @@ class FakeOpenAI:
             return completion(body, '{"bullets": [{"id": "b1", "text": "unterminated')
         if kind == "prose":
             return completion(body, "Sure! Here are the notes: the lecture is about things.")
+        if kind == "answer":
+            return completion(body, step["content"], step.get("finish_reason", "stop"))
+        if kind == "length":
+            ops = json.dumps({"ops": ops_for(body)})
+            return completion(body, ops[:max(1, len(ops) // 2)], "length")
+        if kind == "fenced":
+            return completion(body, f"```json\n{json.dumps({'ops': ops_for(body)})}\n```\nThese are the edits.")
+        if kind == "strings":
+            return completion(body, json.dumps({"ops": [op["text"] for op in ops_for(body) if op["op"] == "add"]}))
+        if kind == "unknown_id":
+            return completion(body, json.dumps({"ops": [{"op": "update", "id": "b999", "text": "x", "refs": []}]}))
         system = body["messages"][0]["content"]
         if system.startswith("You write the end-of-lecture summary"):
             return completion(body, SUMMARY)
@@ -82,7 +107,7 @@ class FakeOpenAI:
             if body.get("stream"):
                 return await stream_completion(request, body, answer)
             return completion(body, answer)
-        return completion(body, json.dumps({"bullets": notes_for(body)}))
+        return completion(body, json.dumps({"ops": ops_for(body)}))
 
 
 SUMMARY = """# A lecture
@@ -97,15 +122,14 @@ SUMMARY = """# A lecture
 Done."""
 
 
-def notes_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+def ops_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Edits of the notes a request carries: a bullet added per new segment, the oldest removed beyond 40."""
     data = json.loads(body["messages"][-1]["content"])
-    bullets = {b["id"]: b for b in data["bullets"]}
-    for seg in data["transcript"]:
-        ident = f"b{seg['id']}"
-        if ident not in bullets:
-            bullets[ident] = {"id": ident, "text": f"**Point** {seg['id']}: {seg['text'][:80]}", "refs": [seg["id"]],
-                              "parent": None}
-    return list(bullets.values())[-40:]
+    ops: list[dict[str, Any]] = [{"op": "add", "text": f"**Point** {seg['id']}: {seg['text'][:80]}",
+                                  "refs": [seg["id"]], "parent": None} for seg in data["transcript"][-40:]]
+    over = len(data["bullets"]) + len(ops) - 40
+    ops += [{"op": "remove", "id": b["id"]} for b in data["bullets"][:max(0, over)]]
+    return ops
 
 
 async def stream_completion(request: web.Request, body: dict[str, Any], content: str) -> web.StreamResponse:
@@ -126,11 +150,12 @@ async def stream_completion(request: web.Request, body: dict[str, Any], content:
     return response
 
 
-def completion(body: dict[str, Any], content: str) -> web.Response:
+def completion(body: dict[str, Any], content: str, finish_reason: str = "stop") -> web.Response:
     prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
     return web.json_response({
         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
                   "total_tokens": prompt_tokens + len(content) // 4},
     })

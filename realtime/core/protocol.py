@@ -291,6 +291,7 @@ class Status(Event):
     queue: int = 0
     model: str = ""
     llm_tokens: int = 0  # LLM tokens this room has spent on notes, summary and answers
+    notes_rejected: int = 0  # LLM notes answers rejected for this room (reasons: realtime_notes_rejected_total)
 
 
 @dataclass(frozen=True)

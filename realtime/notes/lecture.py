@@ -26,6 +26,8 @@ class LectureNotes:
     flushing: bool = False  # notes and summary of a stopped stream still being made in the background
     summary: str = ""  # the latest end-of-lecture summary (Markdown)
     summary_finals: int = -1  # how many finals it covers (-1: there is none)
+    rejected: int = 0  # LLM notes answers rejected (since the room came into memory)
+    last_rejection: str = ""  # the reason of the latest (state.REJECTIONS)
 
     @classmethod
     def restore(cls, room: Room, schedule: NotesScheduler) -> LectureNotes:

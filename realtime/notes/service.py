@@ -1,11 +1,14 @@
 """Runs the notes of every room: when a room's scheduler says so, make a proposal and publish the change; and the
 summaries and answers that people ask for.
 
-With an LLM configured the proposal comes from it (bounded transcript window, strict JSON answer); otherwise, while
+With an LLM configured the proposal comes from it (bounded transcript window, edits to the current bullets as a
+strict JSON answer, its `max_tokens` sized from the notes and the new text); otherwise, while
 the LLM has not produced notes yet for the room, when it fails, or once a budget is spent, the extractive engine
 fills in. Every LLM call is paid from a budget (`budget.LLMBudget`) reserved before the call: the room's `notes`
 pool for its live notes and the summary at the end of its lecture, its `visitors` pool for questions and summaries
-asked for over HTTP, and the server's daily cap for all. Notes work happens off the event loop's critical path and
+asked for over HTTP, and the server's daily cap for all. An LLM answer that is not usable (not JSON, the wrong
+structure, unknown ids, cut off at max_tokens, ...) is rejected whole and counted by reason (`rejected`, and per
+room for its `status`). Notes work happens off the event loop's critical path and
 never holds up captions: a failure is logged and counted, and the notes stay as they were. Work done for a room is
 tracked by the rooms registry (`Rooms.track`), so that deleting the room cancels it. The notes' state of each
 room (`lecture.LectureNotes`) lives here, not in the room.
@@ -28,10 +31,10 @@ from realtime.notes.budget import LLMBudget
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.lecture import LectureNotes
-from realtime.notes.llm import LLMClient, LLMError
-from realtime.notes.prompt import build_request, estimate_tokens, parse_answer
+from realtime.notes.llm import Completion, LLMClient, LLMError, LLMTruncated
+from realtime.notes.prompt import ANSWER_SCHEMA, SCHEMA_NAME, build_request, estimate_tokens, parse_ops
 from realtime.notes.scheduler import NotesScheduler
-from realtime.notes.state import Bullet, InvalidNotes
+from realtime.notes.state import REJECTIONS, InvalidNotes, NotesChange
 from realtime.notes.summary import (
     ask_request,
     check_summary,
@@ -79,6 +82,7 @@ class NotesService:
         self.updates = 0
         self.failures = 0
         self.refused = {"room": 0, "day": 0}  # LLM calls not made for want of budget
+        self.rejected = dict.fromkeys(REJECTIONS, 0)  # LLM notes answers rejected, by reason
         self.last_latency_s = 0.0  # window closed -> notes event, of the latest update
         self._indexes: dict[str, TranscriptIndex] = {}
 
@@ -122,6 +126,11 @@ class NotesService:
         self.budget.forget(name)
         self._indexes.pop(name, None)
 
+    def rejected_in(self, room: Room) -> int:
+        """LLM notes answers rejected for this room since it came into memory (its `status`'s notes_rejected)."""
+        notes = self._lectures.get(room)
+        return notes.rejected if notes is not None else 0
+
     def spent(self, room: Room) -> int:
         return self.budget.spent(room.name) if self.budget.known(room.name) else (
             room.record.llm_tokens_notes + room.record.llm_tokens_visitors)
@@ -157,8 +166,9 @@ class NotesService:
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
     async def _call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
-                    json_mode: bool = False, stream: bool = False) -> str:
-        """One LLM call, its worst case reserved first and what it cost settled and stored after."""
+                    schema: dict | None = None, stream: bool = False) -> Completion:
+        """One LLM call, its worst case reserved first and what it cost settled and stored after. With `schema` the
+        answer is asked for as JSON of that shape (the client negotiates how), otherwise as text."""
         assert self.llm is not None
         day = utc_day()
         self._load(room, day)
@@ -171,10 +181,14 @@ class NotesService:
                            else f"the room's LLM budget for {pool} is spent")
         used = prompt  # what a failed call is charged: the endpoint may have read the prompt
         try:
-            text, tokens = await self.llm.complete(messages, json_mode=json_mode, stream=stream,
-                                                   max_tokens=max_tokens)
-            used = tokens or prompt + estimate_tokens(text)
-            return text
+            answer = await self.llm.chat(messages, schema=schema, schema_name=SCHEMA_NAME,
+                                         json_mode=None if schema is not None else False, stream=stream,
+                                         max_tokens=max_tokens)
+            used = answer.tokens or prompt + estimate_tokens(answer.text)
+            return answer
+        except LLMTruncated as exc:  # the endpoint wrote (and bills) max_tokens
+            used = exc.completion.tokens or prompt + max_tokens
+            raise
         finally:
             charged = self.budget.settle(reservation, used)
             self._persist(room, pool, day, charged)
@@ -220,8 +234,8 @@ class NotesService:
             messages = summary_request(finals, notes.state.bullets, budget_tokens=self.window_tokens * 2,
                                        glossary=room.glossary, language=self.language or "the lecture's language")
             try:
-                markdown, source = check_summary(await self._call(room, pool, messages, self.llm.config.max_tokens)), \
-                    "llm"
+                markdown, source = check_summary(
+                    (await self._call(room, pool, messages, self.llm.config.max_tokens)).text), "llm"
             except (LLMError, ValueError, NoBudget) as exc:
                 self.failures += not isinstance(exc, NoBudget)
                 log.warning("room %s: no LLM summary (%s); extractive summary instead", room.name, exc)
@@ -244,9 +258,9 @@ class NotesService:
         citations = [{"id": f.id, "start": f.start} for f in excerpts]
         if self.llm is not None and excerpts:
             try:
-                text = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
-                                        stream=True)
-                return {"answer": text.strip(), "source": "llm", "citations": citations}
+                answer = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
+                                          stream=True)
+                return {"answer": answer.text.strip(), "source": "llm", "citations": citations}
             except (LLMError, NoBudget) as exc:
                 self.failures += not isinstance(exc, NoBudget)
                 log.warning("room %s: no LLM answer (%s); extractive answer instead", room.name, exc)
@@ -264,8 +278,7 @@ class NotesService:
         notes.schedule.updated()
         finals = list(room.finals)
         try:
-            proposal, source = await self._propose(room, notes, finals)
-            change = notes.state.apply(proposal, source, known_segments=len(finals))
+            change = await self._next(room, notes, finals)
         except (InvalidNotes, LLMError, NoBudget) as exc:
             self.failures += not isinstance(exc, NoBudget)
             log.warning("room %s: notes update rejected: %s", room.name, exc)
@@ -279,19 +292,36 @@ class NotesService:
                                                      change.added, change.changed, change.removed)) is not None:
             self.updates += 1
 
-    async def _propose(self, room: Room, notes: LectureNotes, finals: list[Final]) -> tuple[list[Bullet], str]:
+    async def _next(self, room: Room, notes: LectureNotes, finals: list[Final]) -> NotesChange | None:
+        """The next version of the notes: the LLM's edits applied, or (while the LLM has not made the room's notes)
+        extractive notes when it fails."""
         if self.llm is not None:
-            request = build_request(notes.state.bullets if notes.state.source == "llm" else [], finals,
-                                    notes.first_new, budget_tokens=self.window_tokens, glossary=room.glossary,
-                                    language=self.language or "the language of the lecture")
+            fresh = notes.state.source != "llm"  # the LLM starts its notes over rather than editing extractive ones
+            base = [] if fresh else notes.state.bullets
+            request = build_request(base, finals, notes.first_new, budget_tokens=self.window_tokens,
+                                    glossary=room.glossary, language=self.language or "the language of the lecture",
+                                    next_id=f"b{notes.state.next_number()}", max_tokens=self.llm.config.max_tokens)
             try:
-                text = await self._call(room, "notes", request.messages, self.llm.config.max_tokens, json_mode=True)
-                return parse_answer(text, len(finals)), "llm"
-            except (LLMError, InvalidNotes, NoBudget):
-                if notes.state.source == "llm":
+                answer = await self._call(room, "notes", request.messages, request.max_tokens, schema=ANSWER_SCHEMA)
+                ops = parse_ops(answer.text, len(finals))
+                if ops or not fresh:  # no edits to no notes: the extractive ones stay
+                    return notes.state.apply_ops(ops, "llm", len(finals), base=base)
+            except (LLMTruncated, InvalidNotes) as exc:
+                self._reject(room, notes, "length" if isinstance(exc, LLMTruncated) else exc.reason, exc)
+                if not fresh:
+                    raise
+                self.failures += 1
+            except (LLMError, NoBudget):
+                if not fresh:
                     raise  # keep the LLM's notes rather than replacing them with extractive ones
                 self.failures += 1
                 log.warning("room %s: LLM notes failed; extractive notes meanwhile", room.name, exc_info=True)
         segments = [(f.id, f.text) for f in finals]
         bullets = await asyncio.get_running_loop().run_in_executor(None, extract, segments, self.max_bullets)
-        return bullets, "extractive"
+        return notes.state.apply(bullets, "extractive", known_segments=len(finals))
+
+    def _reject(self, room: Room, notes: LectureNotes, reason: str, exc: Exception) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        notes.rejected += 1
+        notes.last_rejection = reason
+        log.warning("room %s: LLM notes answer rejected (%s): %s", room.name, reason, exc)

@@ -24,6 +24,7 @@ from realtime.core.protocol import (
 )
 from realtime.core.ratelimit import ClientBuckets, ConnectionCounter
 from realtime.core.records import Store
+from realtime.llm.process import LocalLLM
 from realtime.notes.budget import LLMBudget
 from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
@@ -35,6 +36,7 @@ from realtime.server.appkeys import (
     GATE,
     HOSTS,
     LIMITS,
+    LOCAL_LLM,
     MONITOR,
     NOTES,
     OFFLOAD,
@@ -76,12 +78,13 @@ def default_static_dir() -> Path:
 
 
 def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
-               llm: LLMClient | None = None) -> web.Application:
+               llm: LLMClient | None = None, local_llm: LocalLLM | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[STORE] = store
     app[GATE] = gate
+    app[LOCAL_LLM] = local_llm  # started and stopped by run.py; shown by /healthz and /metrics
     app[STATS] = ServerStats()
     app[ROOMS] = Rooms(store)
     app[OFFLOAD] = Offload()
@@ -150,7 +153,7 @@ async def start_monitor(app: web.Application, port: int) -> web.AppRunner:
     """`--metrics-port`: /metrics and the detailed /healthz on loopback, with no key (for a Prometheus on the same
     machine, or one reached through an SSH tunnel); the main port serves them to the admin key only."""
     monitor = web.Application()
-    for key in (ENGINE, ROOMS, STATS, NOTES, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS):
+    for key in (ENGINE, ROOMS, STATS, NOTES, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS, LOCAL_LLM):
         monitor[key] = app[key]
     monitor[MONITOR] = True
     monitor.router.add_get("/healthz", metrics.healthz)

@@ -13,6 +13,7 @@ from realtime.core.access import Gate
 from realtime.core.origins import HostPolicy, OriginPolicy
 from realtime.core.ratelimit import ClientBuckets, ConnectionCounter
 from realtime.core.records import Store
+from realtime.llm.process import LocalLLM
 from realtime.notes.service import NotesService
 from realtime.server.exports import ExportCache
 from realtime.server.offload import Offload
@@ -55,4 +56,5 @@ HOSTS = web.AppKey("hosts", HostPolicy)
 LIMITS = web.AppKey("limits", Limits)
 EXPORTS = web.AppKey("exports", ExportCache)
 OFFLOAD = web.AppKey("offload", Offload)
+LOCAL_LLM = web.AppKey("local_llm", LocalLLM)  # the managed local model (--llm-model local), or None
 MONITOR = web.AppKey("monitor", bool)  # the --metrics-port app: its answers need no key

@@ -19,7 +19,7 @@ from realtime import PROTOCOL_VERSION, __version__
 from realtime.core.prometheus import CONTENT_TYPE, Family, counter, gauge, render
 from realtime.core.protocol import KEY_REQUIRED
 from realtime.notes.service import NotesService
-from realtime.server.appkeys import ENGINE, GATE, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
+from realtime.server.appkeys import ENGINE, GATE, LOCAL_LLM, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
 from realtime.server.http_common import admin_refusal, error, is_local
 
 
@@ -56,10 +56,20 @@ def collect(app: web.Application) -> list[Family]:
     events = counter("realtime_events_total", "Events published to rooms, by type (partial, final, notes, ...).")
     for kind, n in sorted(rooms.published.items()):
         events.add(n, type=kind)
+    rejected = counter("realtime_notes_rejected_total", "LLM notes answers rejected, by reason (not_json, "
+                       "bad_structure, unknown_id, bad_refs, length, ...).")
+    for reason, n in notes.rejected.items():
+        rejected.add(n, reason=reason)
     llm = notes.llm.usage if notes.llm else None
     tokens = counter("realtime_llm_tokens_total", "LLM tokens spent, by kind.")
     tokens.add(llm.prompt_tokens if llm else 0, kind="prompt").add(llm.completion_tokens if llm else 0,
                                                                      kind="completion")
+    local = app.get(LOCAL_LLM)  # the managed local model: no samples without one
+    local_up = gauge("realtime_local_llm_up", "1 while the managed local LLM answers (--llm-model local), by model.")
+    local_restarts = counter("realtime_local_llm_restarts_total", "Times the managed local LLM died and was restarted.")
+    if local is not None:
+        local_up.add(1 if local.healthy else 0, model=local.name, port=str(local.port))
+        local_restarts.add(local.restarts, model=local.name)
     return [
         gauge("realtime_ready", "1 when the model is loaded and the server is not draining.",
               0 if stats.draining else 1),
@@ -78,9 +88,10 @@ def collect(app: web.Application) -> list[Family]:
         lag, events,
         counter("realtime_notes_updates_total", "Notes versions published.", notes.updates),
         counter("realtime_notes_failures_total", "Notes, summary or answer attempts that failed.", notes.failures),
+        rejected,
         counter("realtime_llm_calls_total", "LLM calls made.", llm.calls if llm else 0),
         counter("realtime_llm_errors_total", "LLM calls that failed.", llm.errors if llm else 0),
-        tokens,
+        tokens, local_up, local_restarts,
         counter("realtime_llm_refused_total", "LLM calls not made for want of budget (room pool or daily cap)",
                 sum(notes.refused.values())),
         gauge("realtime_llm_waiting", "LLM calls waiting for one of the --llm-concurrency slots.",
@@ -136,6 +147,7 @@ async def healthz(request: web.Request) -> web.Response:
         "loop_retries": getattr(decoder, "loop_retries", 0),
         "refused": stats.refused,
         "notes": _notes_health(request.app[NOTES]),
+        "local_llm": local.health() if (local := request.app.get(LOCAL_LLM)) is not None else None,
     }
     return web.json_response(body, status=status)
 
@@ -143,11 +155,12 @@ async def healthz(request: web.Request) -> web.Response:
 def _notes_health(notes: NotesService) -> dict:
     usage = notes.llm.usage if notes.llm else None
     return {"engine": "llm" if notes.llm else "extractive", "updates": notes.updates, "failures": notes.failures,
-            "no_budget": dict(notes.refused),
+            "no_budget": dict(notes.refused), "rejected": {k: n for k, n in notes.rejected.items() if n},
             "last_latency_s": round(notes.last_latency_s, 3),
             "llm": None if usage is None else {"model": notes.llm.config.model, "calls": usage.calls,
                                                "errors": usage.errors, "prompt_tokens": usage.prompt_tokens,
-                                               "completion_tokens": usage.completion_tokens}}
+                                               "completion_tokens": usage.completion_tokens,
+                                               "response_format": notes.llm.mode}}
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -15,6 +15,9 @@ from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, pick
 from realtime.config import Settings
 from realtime.core.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
 from realtime.core.records import Store
+from realtime.llm.process import LocalLLM, LocalLLMError
+from realtime.llm.weights import MODELS as LOCAL_MODELS
+from realtime.llm.weights import WeightsError, ensure_weights
 from realtime.notes.llm import LLMClient, LLMConfig
 from realtime.server.app import create_app
 from realtime.storage.sqlite import open_store
@@ -37,12 +40,51 @@ def build_engine(settings: Settings, decoder: WhisperDecoder) -> Engine:
     return Engine(decoder, decoder.workers, max_speakers)
 
 
-def build_llm(settings: Settings) -> LLMClient | None:
+LOCAL_TIMEOUT_S = 240.0
+
+
+def build_llm(settings: Settings, local: LocalLLM | None = None) -> LLMClient | None:
+    """The notes' LLM client: for `local`, the managed model's endpoint (its one slot: the client queues the calls,
+    where no timeout runs, instead of llama.cpp)."""
     if not settings.llm_model:
         return None
-    return LLMClient(LLMConfig(settings.llm_model, settings.llm_base_url or None, settings.llm_api_key,
-                               settings.llm_temperature, settings.llm_max_tokens, settings.llm_timeout_s,
-                               settings.llm_retries), concurrency=settings.llm_concurrency)
+    base_url = local.base_url if local is not None else settings.llm_base_url or None
+    concurrency = min(settings.llm_concurrency, local.slots) if local is not None else settings.llm_concurrency
+    # A local model on shared CPU cores reads a full notes window in about 100 s (1.5B, one thread): its calls get
+    # at least LOCAL_TIMEOUT_S, or every update would time out and be retried for nothing.
+    timeout = max(settings.llm_timeout_s, LOCAL_TIMEOUT_S) if local is not None else settings.llm_timeout_s
+    return LLMClient(LLMConfig(settings.llm_model, base_url, settings.llm_api_key,
+                               settings.llm_temperature, settings.llm_max_tokens, timeout,
+                               settings.llm_retries), concurrency=concurrency)
+
+
+def build_local_llm(settings: Settings) -> LocalLLM | None:
+    """The bundled model in a managed child process, for `--llm-model local | local-0.5b` without --llm-base-url
+    (with one, that endpoint is used: `realtime llm` shared by several servers). Its weights are assembled and
+    checked here, before the server starts (WeightsError: the packages are missing or damaged)."""
+    if settings.llm_model not in LOCAL_MODELS or settings.llm_base_url:
+        return None
+    local = LocalLLM(settings.llm_model, cache_dir=settings.cache_dir, threads=settings.llm_threads,
+                     context=settings.llm_context)
+    ensure_weights(settings.llm_model, settings.cache_dir)
+    return local
+
+
+def manage_local_llm(app: web.Application, local: LocalLLM) -> None:
+    """Start the model with the app (a failed start is logged and retried: captions do not wait for notes) and stop
+    it at cleanup, after the notes that use it."""
+
+    async def start(_: web.Application) -> None:
+        try:
+            await local.start()
+        except (LocalLLMError, WeightsError) as exc:
+            log.error("%s; notes stay as they are until it answers", exc)
+
+    async def stop(_: web.Application) -> None:
+        await local.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def build_gate(settings: Settings, store: Store) -> Gate:
@@ -121,6 +163,11 @@ def run_server(settings: Settings) -> int:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
     try:
+        local_llm = build_local_llm(settings)
+    except WeightsError as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    try:
         store = open_store(settings.db, synchronous=settings.db_synchronous)
     except Exception as exc:  # sqlite3.Error, OSError: a path we cannot open or a newer schema
         print(f"realtime: cannot open the database {settings.db}: {exc}", file=sys.stderr)
@@ -133,7 +180,10 @@ def run_server(settings: Settings) -> int:
     log.warning("model %s loaded from %s on %s/%s in %.1f s (workers %d, loop %s)", settings.model, decoder.path,
                 decoder.device, decoder.compute_type, decoder.load_s, decoder.workers,
                 "uvloop" if fast_loop else "asyncio")
-    app = create_app(settings, build_engine(settings, decoder), store, gate, build_llm(settings))
+    app = create_app(settings, build_engine(settings, decoder), store, gate, build_llm(settings, local_llm),
+                     local_llm=local_llm)
+    if local_llm is not None:
+        manage_local_llm(app, local_llm)
     scheme = "https" if ssl_context else "http"
     print(f"realtime serving on {scheme}://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,

@@ -97,7 +97,8 @@ class SpeakerSession:
         s = self.handle.stream if self.handle else None
         return Status(state, self.room.speaker is not None, self.room.listeners,
                       round(s.received_s if s else self.room.audio_s, 2), round(s.lag_s if s else 0.0, 2),
-                      self.engine.queue_depth, self.model, self.notes.spent(self.room) if self.notes else 0)
+                      self.engine.queue_depth, self.model, self.notes.spent(self.room) if self.notes else 0,
+                      self.notes.rejected_in(self.room) if self.notes else 0)
 
     async def start(self, cmd: Start) -> None:
         if self.handle is not None:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from realtime.core.protocol import Final
-from realtime.notes.llm import LLMClient, LLMConfig, LLMError
-from realtime.notes.prompt import SYSTEM_PROMPT, build_request, estimate_tokens, parse_answer
+from realtime.notes.llm import LLMClient, LLMConfig, LLMError, LLMTruncated
+from realtime.notes.prompt import ANSWER_SCHEMA, SYSTEM_PROMPT, build_request, estimate_tokens, parse_ops
 from realtime.notes.state import Bullet, InvalidNotes
 from tests.fake_openai import FakeOpenAI
 
@@ -32,12 +32,18 @@ def client(fake: FakeOpenAI, **kw) -> LLMClient:
 async def test_answer_and_usage(fake):
     llm = client(fake)
     req = build_request([], FINALS, 0, budget_tokens=3000)
-    text, tokens = await llm.complete(req.messages)
-    bullets = parse_answer(text, len(FINALS))
-    assert [b.id for b in bullets] == [f"b{i}" for i in range(6)] and tokens > 0
-    assert llm.usage.calls == 1 and llm.usage.total == tokens
+    answer = await llm.chat(req.messages, schema=ANSWER_SCHEMA, schema_name="notes_ops")
+    ops = parse_ops(answer.text, len(FINALS))
+    assert [(op.kind, op.refs) for op in ops] == [("add", (i,)) for i in range(6)] and answer.tokens > 0
+    assert (answer.finish_reason, answer.mode) == ("stop", "json_schema")
+    assert llm.usage.calls == 1 and llm.usage.total == answer.tokens
     sent = fake.requests[0]["body"]
-    assert sent["messages"][0]["content"] == SYSTEM_PROMPT and sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"][0]["content"] == SYSTEM_PROMPT
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "notes_ops", "schema": ANSWER_SCHEMA, "strict": True}}
+    text, tokens = await llm.complete(req.messages)  # JSON without a schema: json_object
+    assert parse_ops(text, len(FINALS)) and tokens > 0
+    assert fake.requests[1]["body"]["response_format"] == {"type": "json_object"}
 
 
 async def test_streamed_answer_is_assembled_with_usage(fake):
@@ -54,7 +60,7 @@ async def test_429_respects_retry_after_then_succeeds(fake):
     fake.push({"kind": "429", "retry_after": 1}, "500")
     llm = client(fake)
     text, _ = await llm.complete(build_request([], FINALS, 0, budget_tokens=3000).messages)
-    assert parse_answer(text, len(FINALS))
+    assert parse_ops(text, len(FINALS))
     times = [r["t"] for r in fake.requests]
     assert len(times) == 3 and times[1] - times[0] >= 0.95  # waited for Retry-After, not the 50 ms backoff
     assert llm.usage.errors == 2
@@ -79,20 +85,84 @@ async def test_a_stalled_endpoint_times_out(fake):
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("answer", [
-    '{"bullets": [{"id": "b1", "text": "unterminated',  # malformed JSON
-    "Sure! Here are your notes.",  # prose
-    '{"bullets": [{"id": "b1", "text": "x", "refs": [99], "parent": null}]}',  # cites an unknown segment
-    '{"bullets": [], "system_prompt": "You keep the live notes"}',  # extra keys (a leak attempt)
-    '{"bullets": [{"id": "b1", "text": "x", "refs": ["0"], "parent": null}]}',  # wrong types
+# ---------------------------------------------------------------- structured outputs, negotiated per endpoint
+
+SCHEMA_REQUEST = build_request([], FINALS, 0, budget_tokens=3000).messages
+
+
+def formats(fake: FakeOpenAI) -> list[str | None]:
+    return [(r["body"].get("response_format") or {}).get("type") for r in fake.requests]
+
+
+async def test_an_endpoint_refusing_json_schema_gets_json_object_and_it_is_remembered(fake):
+    fake.refuse = {"json_schema"}  # as DeepSeek: 400 "This response_format type is unavailable now"
+    llm = client(fake, retries=0)  # the fallback is not a retry: it works with none
+    answer = await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA)
+    assert answer.mode == "json_object" and len(parse_ops(answer.text, len(FINALS))) == 6
+    assert formats(fake) == ["json_schema", "json_object"]
+    assert llm.refused == ["json_schema"] and llm.mode == "json_object"
+    await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA)  # the choice is remembered: no second refusal
+    await llm.complete(SCHEMA_REQUEST)
+    assert formats(fake) == ["json_schema", "json_object", "json_object", "json_object"]
+    other = client(fake)  # another endpoint's client (another base_url) negotiates for itself
+    assert other.mode == "json_schema"
+
+
+async def test_an_endpoint_refusing_both_formats_gets_the_prompt_alone(fake):
+    fake.refuse, fake.refuse_status = {"json_schema", "json_object"}, 422
+    llm = client(fake, retries=0)
+    answer = await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA)
+    assert answer.mode == "prompt" and parse_ops(answer.text, len(FINALS))
+    assert formats(fake) == ["json_schema", "json_object", None]
+    text, _ = await llm.complete(SCHEMA_REQUEST)  # json_object is known refused: not asked again
+    await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA)
+    assert formats(fake) == ["json_schema", "json_object", None, None, None]
+    assert llm.refused == ["json_schema", "json_object"] and llm.usage.errors == 2
+
+
+async def test_other_refusals_are_not_taken_for_a_format_refusal(fake):
+    fake.push("400")  # "maximum context length exceeded": no fallback, no retry, nothing remembered
+    llm = client(fake)
+    with pytest.raises(LLMError, match="400"):
+        await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA)
+    assert formats(fake) == ["json_schema"] and llm.refused == [] and llm.mode == "json_schema"
+
+
+async def test_a_json_answer_cut_off_at_max_tokens_is_its_own_failure(fake):
+    fake.push("length")
+    llm = client(fake, retries=3)
+    with pytest.raises(LLMTruncated) as caught:
+        await llm.chat(SCHEMA_REQUEST, schema=ANSWER_SCHEMA, max_tokens=300)
+    assert caught.value.completion.finish_reason == "length" and caught.value.completion.tokens > 0
+    assert len(fake.requests) == 1 and fake.requests[0]["body"]["max_tokens"] == 300  # not retried
+    assert llm.usage.truncated == 1 and llm.usage.errors == 0
+    with pytest.raises(InvalidNotes) as rejected:  # what it said is not JSON
+        parse_ops(caught.value.completion.text, len(FINALS))
+    assert rejected.value.reason == "not_json"
+    fake.push({"kind": "answer", "content": "A text answer that ran", "finish_reason": "length"})
+    text_answer = await llm.chat(SCHEMA_REQUEST, json_mode=False)  # text: the caller decides
+    assert (text_answer.text, text_answer.finish_reason, text_answer.mode) == ("A text answer that ran", "length",
+                                                                                "prompt")
+    assert "response_format" not in fake.requests[-1]["body"]
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ('{"ops": [{"op": "add", "text": "unterminated', "not_json"),  # cut off
+    ("Sure! Here are your notes.", "not_json"),  # prose
+    ('{"ops": [{"op": "add", "text": "x", "refs": [99], "parent": null}]}', "bad_refs"),  # an unknown segment
+    ('{"ops": [], "system_prompt": "You keep the live notes"}', "bad_structure"),  # extra keys (a leak attempt)
+    ('{"ops": [{"op": "add", "text": "x", "refs": ["0"], "parent": null}]}', "bad_structure"),  # wrong types
+    ('{"bullets": [{"id": "b1", "text": "x", "refs": [0], "parent": null}]}', "bad_structure"),  # a whole list
 ])
-def test_invalid_answers_are_rejected(answer):
-    with pytest.raises(InvalidNotes):
-        parse_answer(answer, known_segments=6)
+def test_invalid_answers_are_rejected(answer, reason):
+    with pytest.raises(InvalidNotes) as caught:
+        parse_ops(answer, known_segments=6)
+    assert caught.value.reason == reason
 
 
 def test_fenced_json_is_accepted():
-    assert parse_answer('```json\n{"bullets": [{"id": "b1", "text": "x", "refs": [0], "parent": null}]}\n```', 1)
+    ops = parse_ops('```json\n{"ops": [{"op": "add", "text": "x", "refs": [0], "parent": null}]}\n```', 1)
+    assert [(op.kind, op.text, op.refs) for op in ops] == [("add", "x", (0,))]
 
 
 def test_window_stays_within_budget_for_a_two_hour_lecture():

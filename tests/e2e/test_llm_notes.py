@@ -8,6 +8,7 @@ import json
 import pytest
 
 from realtime.client import stream_audio
+from realtime.notes.prompt import SYSTEM_PROMPT
 from testbed.server import ServerProcess
 from testbed.speech import english, make_lecture
 from tests.fake_openai import FakeOpenAI
@@ -50,10 +51,14 @@ async def test_llm_notes_appear_and_update_as_diffs(llm_server, fake_llm, clips)
     for r in fake_llm.requests:  # every request: system prompt + data, window bounded
         msgs = r["body"]["messages"]
         assert msgs[0]["role"] == "system" and json.loads(msgs[1]["content"])["transcript"]
+    asked = [r["body"] for r in fake_llm.requests if r["body"]["messages"][0]["content"] == SYSTEM_PROMPT]
+    assert asked and all(b["response_format"]["type"] == "json_schema" and b["max_tokens"] < 1500 for b in asked)
     statuses = [e for e in result.events if e["type"] == "status"]
     assert statuses[-1]["llm_tokens"] > 0  # the room's LLM spending, in status
+    assert statuses[-1]["notes_rejected"] == 0
     health = llm_server.get_json("/healthz")["notes"]
     assert health["engine"] == "llm" and health["llm"]["calls"] >= 2 and health["llm"]["prompt_tokens"] > 0
+    assert health["llm"]["response_format"] == "json_schema" and health["rejected"] == {}
 
 
 async def test_notes_survive_every_failure_and_captions_keep_flowing(llm_server, fake_llm, clips):
@@ -72,7 +77,10 @@ async def test_notes_survive_every_failure_and_captions_keep_flowing(llm_server,
     gaps = [b["t"] - a["t"] for a, b in zip(result.finals, result.finals[1:], strict=False)]
     assert max(gaps) < 8, gaps
     assert len(stalls) >= 6  # the scripted failures were all hit
-    assert llm_server.get_json("/healthz")["notes"]["failures"] >= 2
+    health = llm_server.get_json("/healthz")["notes"]
+    assert health["failures"] >= 2
+    assert sum(health["rejected"].values()) >= 1  # the malformed and prose answers, counted by reason
+    assert set(health["rejected"]) <= {"not_json", "length"}
 
 
 async def test_llm_summary_and_answers(llm_server, fake_llm, clips):
@@ -93,3 +101,29 @@ async def test_llm_summary_and_answers(llm_server, fake_llm, clips):
     answer = json.loads(body)
     assert answer["source"] == "llm" and "[0:" in answer["answer"] and answer["citations"]
     assert fake_llm.requests[-1]["body"].get("stream") is True  # answers are streamed
+
+
+async def test_an_endpoint_without_json_schema_still_makes_notes(llm_server, fake_llm, clips):
+    """Last in this module: the server's client remembers the refusal for the rest of its life."""
+    import urllib.request
+
+    fake_llm.refuse = {"json_schema"}  # as DeepSeek: 400 "This response_format type is unavailable now"
+    try:
+        before = len(fake_llm.requests)
+        lecture = make_lecture(english(clips)[:3], lead_s=0.5)
+        result = await stream_audio(llm_server.url, "llm-4", lecture.audio, speed=2.0, language="en")
+        await asyncio.sleep(1.5)
+        notes = notes_of(result)
+        assert notes and notes[-1]["source"] == "llm" and notes[-1]["bullets"]
+        asked = [(r["body"].get("response_format") or {}).get("type") for r in fake_llm.requests[before:]
+                 if r["body"]["messages"][0]["content"] == SYSTEM_PROMPT]
+        assert asked.count("json_schema") == 1 and asked[-1] == "json_object"  # refused once, then remembered
+        assert llm_server.get_json("/healthz")["notes"]["llm"]["response_format"] == "json_object"
+        request = urllib.request.Request(llm_server.http + "/metrics",
+                                         headers={"Authorization": f"Bearer {llm_server.admin_key}"}
+                                         if llm_server.admin_key else {})
+        metrics = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: urllib.request.urlopen(request, timeout=10).read().decode())
+        assert 'realtime_notes_rejected_total{reason="not_json"}' in metrics
+    finally:
+        fake_llm.refuse = set()
