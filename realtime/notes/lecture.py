@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from realtime.core.protocol import Event, Final, Summary
@@ -26,21 +27,23 @@ class LectureNotes:
     flushing: bool = False  # notes and summary of a stopped stream still being made in the background
     summary: str = ""  # the latest end-of-lecture summary (Markdown)
     summary_finals: int = -1  # how many finals it covers (-1: there is none)
+    clock: Callable[[], float] = time.monotonic  # when new text arrived (a replay runs on simulated time)
     rejected: int = 0  # LLM notes answers rejected (since the room came into memory)
     last_rejection: str = ""  # the reason of the latest (state.REJECTIONS)
 
     @classmethod
-    def restore(cls, room: Room, schedule: NotesScheduler) -> LectureNotes:
+    def restore(cls, room: Room, schedule: NotesScheduler,
+                clock: Callable[[], float] = time.monotonic) -> LectureNotes:
         """The notes of a room as it came into memory (perhaps restored from the store): its latest notes and
         summary events, and the finals published after those notes counted as new text."""
-        notes = cls(schedule=schedule)
+        notes = cls(schedule=schedule, clock=clock)
         latest = room.latest("notes")
         if latest is not None:
             data = json.loads(latest)
             notes.state = NotesState.from_event(data)
             notes.first_new = room.finals_after(int(data["seq"]))
         for final in room.finals[notes.first_new:]:
-            schedule.add_final(final.text, time.monotonic())
+            schedule.add_final(final.text, clock())
         latest = room.latest("summary")
         if latest is not None:
             data = json.loads(latest)
@@ -50,7 +53,7 @@ class LectureNotes:
     def published(self, event: Event) -> None:
         """Told of every event the room publishes."""
         if isinstance(event, Final):
-            self.schedule.add_final(event.text, time.monotonic())
+            self.schedule.add_final(event.text, self.clock())
         elif isinstance(event, Summary):
             self.summary, self.summary_finals = event.markdown, event.finals
 

@@ -22,7 +22,7 @@ import datetime
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from realtime.core.protocol import Final, Notes, Summary
@@ -32,12 +32,13 @@ from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.lecture import LectureNotes
 from realtime.notes.llm import Completion, LLMClient, LLMError, LLMTruncated
-from realtime.notes.prompt import ANSWER_SCHEMA, SCHEMA_NAME, build_request, estimate_tokens, parse_ops
+from realtime.notes.prompt import ANSWER_SCHEMA, SCHEMA_NAME, build_request, estimate_tokens, ground, parse_ops
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import REJECTIONS, InvalidNotes, NotesChange
 from realtime.notes.summary import (
     ask_request,
     check_summary,
+    cite_times,
     extractive_answer,
     extractive_summary,
     retrieve,
@@ -66,7 +67,8 @@ class NotesService:
     def __init__(self, rooms: Rooms, llm: LLMClient | None = None, *, budget: LLMBudget | None = None,
                  offload: Offload | None = None, window_tokens: int = 3000, language: str = "",
                  max_bullets: int = 40, ask_max_tokens: int = 300, notes_interval_s: float = 45.0,
-                 notes_min_words: int = 120):
+                 notes_min_words: int = 120, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock  # the scheduler's clock (benchmarks.notes replays on simulated time)
         self.rooms = rooms
         rooms.in_use.append(self._in_use)
         self.notes_interval_s = notes_interval_s
@@ -91,14 +93,15 @@ class NotesService:
             await asyncio.sleep(tick_s)
             for room in self.rooms:
                 notes = self.of(room)
-                if notes.schedule.due(time.monotonic()) and not notes.busy and not room.deleted:
+                if notes.schedule.due(self.clock()) and not notes.busy and not room.deleted:
                     self.rooms.track(room, asyncio.get_running_loop().create_task(self.update(room)))
 
     def of(self, room: Room) -> LectureNotes:
         """The room's notes, made from its own events the first time they are asked for."""
         notes = self._lectures.get(room)
         if notes is None:
-            notes = LectureNotes.restore(room, NotesScheduler(self.notes_interval_s, self.notes_min_words))
+            notes = LectureNotes.restore(room, NotesScheduler(self.notes_interval_s, self.notes_min_words),
+                                         self.clock)
             room.on_publish.append(notes.published)
             self._lectures[room] = notes
         return notes
@@ -260,7 +263,7 @@ class NotesService:
             try:
                 answer = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
                                           stream=True)
-                return {"answer": answer.text.strip(), "source": "llm", "citations": citations}
+                return {"answer": cite_times(answer.text.strip(), excerpts), "source": "llm", "citations": citations}
             except (LLMError, NoBudget) as exc:
                 self.failures += not isinstance(exc, NoBudget)
                 log.warning("room %s: no LLM answer (%s); extractive answer instead", room.name, exc)
@@ -303,7 +306,7 @@ class NotesService:
                                     next_id=f"b{notes.state.next_number()}", max_tokens=self.llm.config.max_tokens)
             try:
                 answer = await self._call(room, "notes", request.messages, request.max_tokens, schema=ANSWER_SCHEMA)
-                ops = parse_ops(answer.text, len(finals))
+                ops = ground(parse_ops(answer.text, len(finals)), finals[notes.first_new:])
                 if ops or not fresh:  # no edits to no notes: the extractive ones stay
                     return notes.state.apply_ops(ops, "llm", len(finals), base=base)
             except (LLMTruncated, InvalidNotes) as exc:

@@ -39,6 +39,7 @@ square brackets, e.g. [12:05]. If the excerpts do not contain the answer, say th
 Answer in two to five sentences."""
 
 _NUMBER = re.compile(r"\d")
+_TIME = re.compile(r"\b\d+:\d{2}\b")
 _READING = re.compile(r"\b(read|reading|chapter|book|paper|textbook|further|see also|next lecture)\b", re.IGNORECASE)
 
 
@@ -106,6 +107,14 @@ def ask_request(question: str, excerpts: list[Final]) -> list[dict[str, str]]:
             "excerpts": [{"id": f.id, "time": clock(f.start), "text": f.text} for f in excerpts]}
     return [{"role": "system", "content": ASK_PROMPT}, {"role": "user", "content": json.dumps(data,
                                                                                              ensure_ascii=False)}]
+
+
+def cite_times(answer: str, excerpts: list[Final]) -> str:
+    """An answer that names no lecture time gets the times of the excerpts it was grounded in, so that a student can
+    always jump to where the lecture said it (small models often leave the [m:ss] out)."""
+    if not excerpts or _TIME.search(answer):
+        return answer
+    return f"{answer} [{', '.join(clock(f.start) for f in sorted(excerpts, key=lambda f: f.start))}]"
 
 
 def extractive_answer(excerpts: list[Final]) -> str:

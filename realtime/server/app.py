@@ -137,6 +137,7 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
     async def on_cleanup(app: web.Application) -> None:
         for task in background:
             task.cancel()
+        await app[ROOMS].cancel_all()  # notes, summaries, answers in flight: before the store and the LLM close
         if llm is not None:
             await llm.close()
         await engine.close()

@@ -122,6 +122,15 @@ class Rooms:
             if task is not asyncio.current_task():
                 task.cancel()
 
+    async def cancel_all(self, grace_s: float = 5.0) -> None:
+        """At shutdown: cancel the work of every room and wait for it (a cancelled LLM call still records what it
+        cost), so that none of it runs on after the store is closed."""
+        pending = [t for tasks in self._tasks.values() for t in tasks if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+
     async def delete(self, name: str, grace_s: float = 5.0) -> bool:
         """Delete a room for good: nothing it still has in flight may publish into it or write it back. Its work is
         cancelled and awaited before the store forgets it. False when it exists nowhere."""

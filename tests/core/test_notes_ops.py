@@ -253,3 +253,26 @@ async def test_rejections_are_counted_by_reason_and_the_notes_stay(fake: FakeOpe
     assert all(b["response_format"]["type"] == "json_schema" for b in sent)
     assert all(256 <= b["max_tokens"] < 1500 for b in sent)  # sized, not the configured maximum
     await llm.close()
+
+
+def test_additions_without_refs_cite_the_new_segment_they_share_words_with() -> None:
+    from realtime.core.protocol import Final
+    from realtime.notes.prompt import ground
+
+    new = [Final(7, 7, 30.0, 34.0, "The Carnot cycle bounds the efficiency of heat engines."),
+           Final(8, 8, 34.0, 38.0, "Entropy of an isolated system never decreases.")]
+    ops = [Op("add", text="**Entropy** never decreases"), Op("add", text="unrelated words here"),
+           Op("add", text="Carnot bound", refs=(2,)), Op("remove", "b1")]
+    grounded = ground(ops, new)
+    assert [op.refs for op in grounded] == [(8,), (8,), (2,), ()]  # best overlap; else the newest; given refs stay
+    assert ground(ops, []) == ops
+
+
+def test_an_answer_without_a_time_gets_the_times_of_its_excerpts() -> None:
+    from realtime.core.protocol import Final
+    from realtime.notes.summary import cite_times
+
+    excerpts = [Final(3, 3, 75.0, 80.0, "b"), Final(1, 1, 12.0, 15.0, "a")]
+    assert cite_times("Forty percent.", excerpts) == "Forty percent. [0:12, 1:15]"
+    assert cite_times("Forty percent [1:15].", excerpts) == "Forty percent [1:15]."
+    assert cite_times("Not covered.", []) == "Not covered."

@@ -337,3 +337,22 @@ async def test_a_room_deleted_from_the_store_publishes_nothing_more() -> None:
     assert room.publish(Partial(2, 1.0, "a", "")) is None
     assert [e.get("code") or e["type"] for e in drain(conn)] == ["hello", "final", "no_such_room"]
     assert conn.close_code == 4404 and store.get_room("r") is None
+
+
+async def test_shutdown_cancels_and_awaits_the_work_of_every_room() -> None:
+    import asyncio
+
+    rooms = Rooms()
+    finished: list[str] = []
+
+    async def work(name: str) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            finished.append(name)  # what a cancelled LLM call does on its way out (record its cost)
+
+    for name in ("a", "b"):
+        rooms.track(rooms.get(name), asyncio.get_running_loop().create_task(work(name)))
+    await asyncio.sleep(0)  # both under way
+    await rooms.cancel_all()
+    assert sorted(finished) == ["a", "b"] and not any(rooms.tasks(r) for r in rooms)
