@@ -82,12 +82,13 @@ def estimate_tokens(text: str) -> int:
 
 
 def answer_tokens(bullets: list[Bullet], new: list[dict[str, Any]], cap: int) -> int:
-    """`max_tokens` for an ops answer, from what it may have to say: a bullet added per new segment (its text a
-    condensed half of the segment's, plus about 24 tokens of op), a fifth of the current notes rewritten, and a
-    margin — so a short update reserves little and a long one is not cut off. At least 256, at most `cap`."""
+    """`max_tokens` for an ops answer, from what it may have to say: a bullet added per new segment (its text up
+    to as long as the segment's: small models condense little, and the 1.5B's answers were cut off at half), plus
+    about 24 tokens of op, a fifth of the current notes rewritten, and a margin — so a short update reserves little
+    and a long one is not cut off. At least 256, at most `cap`."""
     current = sum(estimate_tokens(b.text) for b in bullets)
     fresh = sum(estimate_tokens(s["text"]) for s in new)
-    return max(min(256, cap), min(cap, 128 + current // 5 + fresh // 2 + 24 * len(new)))
+    return max(min(256, cap), min(cap, 128 + current // 5 + fresh + 24 * len(new)))
 
 
 @dataclass(frozen=True)

