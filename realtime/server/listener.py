@@ -27,12 +27,11 @@ from realtime.server.appkeys import ENGINE, SETTINGS, STATS
 from realtime.server.rooms import Connection
 from realtime.server.ws import (
     check_view,
-    close_socket,
     finish,
     model_name,
-    open_socket,
     refuse,
     sender,
+    serve_socket,
     since_of,
     throttle,
 )
@@ -41,14 +40,7 @@ log = logging.getLogger(__name__)
 
 
 async def listener_ws(request: web.Request) -> web.WebSocketResponse:
-    ws, conn, room = await open_socket(request, "listener")
-    if room is None:
-        return ws
-    try:
-        await listen(request, ws, room, conn)
-    finally:
-        close_socket(request, room, conn)
-    return ws
+    return await serve_socket(request, "listener", listen)
 
 
 async def listen(request: web.Request, ws: web.WebSocketResponse, room: Room, conn: Connection) -> None:

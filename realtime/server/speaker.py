@@ -58,13 +58,12 @@ from realtime.server.appkeys import ENGINE, GATE, LIMITS, NOTES, SETTINGS, STATS
 from realtime.server.rooms import Connection
 from realtime.server.ws import (
     check_view,
-    close_socket,
     count_wrong_key,
     finish,
     key_allowed,
     model_name,
-    open_socket,
     sender,
+    serve_socket,
     throttle,
 )
 
@@ -193,14 +192,7 @@ class SpeakerSession:
 
 
 async def speaker_ws(request: web.Request) -> web.WebSocketResponse:
-    ws, conn, room = await open_socket(request, "speaker")
-    if room is None:
-        return ws
-    try:
-        await speak(request, ws, room, conn)
-    finally:
-        close_socket(request, room, conn)
-    return ws
+    return await serve_socket(request, "speaker", speak)
 
 
 def receive_timeout(session: SpeakerSession, started: bool, opened: float) -> tuple[float, str]:

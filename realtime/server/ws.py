@@ -61,6 +61,19 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT_S = 10.0  # a private room's connection must present its key this soon
 
 
+async def serve_socket(request: web.Request, role: str, handler) -> web.WebSocketResponse:
+    """An endpoint's socket from handshake to close: `handler(request, ws, room, conn)` runs once the connection is
+    accepted, and however it ends the connection's slot is freed (`close_socket`)."""
+    ws, conn, room = await open_socket(request, role)
+    if room is None:
+        return ws
+    try:
+        await handler(request, ws, room, conn)
+    finally:
+        close_socket(request, room, conn)
+    return ws
+
+
 async def refuse(ws: web.WebSocketResponse, stats: ServerStats, code: str, message: str, close_code: int) -> None:
     """An error message, then the close code: a browser sees a failed handshake only as 1006, so refusals happen
     after it, where the page can read why."""
