@@ -9,7 +9,9 @@ update is `due`, and if it is, `service.update(room)` runs, taking real time (me
 on by that time, and the finals spoken meanwhile are published once it returns. That is what the server does too:
 an update reads the finals when it starts and resets the schedule, so finals arriving during the call count for
 the next one. The notes' own clock (`NotesService(clock=...)`, which also stamps when new text arrived) is the
-simulated one. At the end the speaker stops: one more update, as at stop.
+simulated one. With `--clock cadence` an update takes no simulated time, as with an endpoint that answers at once:
+updates come at the scheduler's full rate, the most tokens per lecture minute the default cadence can spend. At
+the end the speaker stops: one more update, as at stop.
 
 Reported (printed, and JSON under benchmarks/results/): update latency, LLM tokens per lecture minute (overall and
 per 15-minute slice), rejected answers by reason, churn, grounding, the injection marker, bullets and versions.
@@ -34,7 +36,7 @@ from benchmarks import notes_metrics as nm
 from benchmarks.common import environment
 from realtime.core.protocol import Event, Final, Notes
 from realtime.notes.budget import LLMBudget
-from realtime.notes.llm import LLMClient, LLMConfig
+from realtime.notes.llm import MODES, LLMClient, LLMConfig
 from realtime.notes.service import NotesService
 from realtime.server.rooms import Rooms
 
@@ -78,7 +80,8 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: float | None = None,
                  asr_delay_s: float = 1.0, tick_s: float = 1.0, room_budget: int = 200_000,
-                 window_tokens: int = 3000, wpm: float = 150.0, cjk_per_min: float = 250.0) -> dict[str, Any]:
+                 window_tokens: int = 3000, wpm: float = 150.0, cjk_per_min: float = 250.0,
+                 clock: str = "simulated") -> dict[str, Any]:
     finals = nm.cut(lec, wpm=wpm, cjk_per_min=cjk_per_min)
     if minutes is not None:
         finals = [f for f in finals if f.end <= minutes * 60.0]
@@ -140,7 +143,8 @@ async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: floa
             while pending and pending[-1].end + asr_delay_s <= sim:
                 room.publish(pending.pop())
             if notes.schedule.due(sim) and not notes.busy:
-                sim += await one_update(sim)
+                took = await one_update(sim)
+                sim += took if clock == "simulated" else 0.0
         sim = max(sim, finals[-1].end + asr_delay_s)
         await one_update(sim, stop=True)  # the speaker stops: NotesService.flush brings the notes up to date
     finally:
@@ -151,7 +155,8 @@ async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: floa
     return report(lec, list(room.finals), service, notes, updates, versions, warnings.counts,
                   wall_s=wall, settings={"asr_delay_s": asr_delay_s, "tick_s": tick_s, "room_budget": room_budget,
                                          "window_tokens": window_tokens, "wpm": wpm, "cjk_per_min": cjk_per_min,
-                                         "minutes": minutes})
+                                         "minutes": minutes, "clock": clock,
+                                         "response_format": llm.mode if llm is not None else None})
 
 
 def report(lec: nm.Lecture, finals: list[Final], service: NotesService, notes: Any, updates: list[dict[str, Any]],
@@ -184,7 +189,7 @@ def report(lec: nm.Lecture, finals: list[Final], service: NotesService, notes: A
                     "minutes": round(lecture_min, 2), "units_per_min": round(nm.rate_per_min(finals), 1)},
         "engine": ({"kind": "llm", "model": service.llm.config.model, "base_url": service.llm.config.base_url}
                    if service.llm is not None else {"kind": "extractive"}),
-        "settings": {**settings, "clock": "simulated",
+        "settings": {**settings,
                      "scheduler": {k: getattr(schedule, k, None) for k in ("interval_s", "min_new_words",
                                                                           "first_after_words")}},
         "wall_s": round(wall_s, 2),
@@ -244,8 +249,11 @@ def print_report(r: dict[str, Any]) -> None:
 def default_out(r: dict[str, Any]) -> Path:
     engine = r["engine"]["kind"] if r["engine"]["kind"] == "extractive" else \
         re.sub(r"[^A-Za-z0-9.]+", "-", r["engine"]["model"]).strip("-")
-    minutes = r["settings"]["minutes"]
-    return RESULTS / f"notes-{r['lecture']['name']}-{engine}{f'-{minutes:g}min' if minutes else ''}.json"
+    minutes, st = r["settings"]["minutes"], r["settings"]
+    tags = [f"{minutes:g}min"] if minutes else []
+    tags += [st["clock"]] if st["clock"] != "simulated" else []
+    tags += [st["response_format"]] if st["response_format"] not in (None, "json_schema") else []
+    return RESULTS / f"notes-{r['lecture']['name']}-{'-'.join([engine, *tags])}.json"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -256,10 +264,12 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.model:
             llm = LLMClient(LLMConfig(args.model, args.base_url or None, args.api_key, max_tokens=args.max_tokens,
                                       timeout_s=args.timeout))
+            if args.response_format != "negotiate":  # as if the endpoint had refused the better formats
+                llm.refused.extend(MODES[:MODES.index(args.response_format)])
         try:
             r = await replay(nm.lecture(name), llm=llm, minutes=args.minutes, asr_delay_s=args.asr_delay,
                              tick_s=args.tick, room_budget=args.room_budget, window_tokens=args.window_tokens,
-                             wpm=args.wpm, cjk_per_min=args.cjk_per_min)
+                             wpm=args.wpm, cjk_per_min=args.cjk_per_min, clock=args.clock)
         finally:
             if llm is not None:
                 await llm.close()
@@ -288,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30.0, help="timeout of one LLM call (server default 30 s)")
     p.add_argument("--wpm", type=float, default=150.0, help="words per minute of speech")
     p.add_argument("--cjk-per-min", type=float, default=250.0, help="CJK characters per minute of speech")
+    p.add_argument("--clock", choices=("simulated", "cadence"), default="simulated",
+                   help="simulated: an update's real duration passes on the lecture's clock too (what a server with "
+                        "this endpoint does); cadence: it does not, as with an endpoint that answers at once, so "
+                        "updates come at the scheduler's full rate (the most tokens per lecture minute)")
+    p.add_argument("--response-format", choices=("negotiate", *MODES), default="negotiate",
+                   help="start the negotiation at this format (json_object, prompt: as if the endpoint had refused "
+                        "the better ones; for the before/after of structured outputs)")
     args = p.parse_args(argv)
     if args.base_url and not args.model:
         p.error("--base-url needs --model")

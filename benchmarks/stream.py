@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,4 +112,16 @@ async def run_stream(server: Server, bench: Bench, truth: list[TimedWord], speed
         "server_cpu_s": round(cpu, 1), "server_cores": round(cpu / wall, 2),
         "server_cpu_per_audio_s": round(cpu / bench.audio_s, 3), "peak_rss_mb": server.peak_rss_mb(),
         "close_code": result.close_code, **measure(result.events, bench, truth, speed),
+        "notes": _notes(health.get("notes"), result.events),
     }
+
+
+def _notes(health: dict[str, Any] | None, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the notes did while the lecture played: the server's update latency (window closed -> notes event),
+    rejections and LLM tokens, and the notes versions the speaker saw, by source."""
+    if not health:
+        return None
+    seen = [e for e in events if e["type"] == "notes"]
+    return {"engine": health.get("engine"), "latency_s": health.get("latency_s"), "updates": health.get("updates"),
+            "rejected": health.get("rejected"), "failures": health.get("failures"), "llm": health.get("llm"),
+            "versions_seen": dict(Counter(str(e.get("source")) for e in seen))}

@@ -1,4 +1,4 @@
-"""`realtime serve | stream | listen | room | export | certs | llm`: the console entry point."""
+"""`realtime serve | stream | listen | room | export | certs | llm | upload`: the console entry point."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--idle", type=float, default=None, help="exit after this many seconds without events")
     listen.add_argument("--since", type=int, default=None, help="resume after this seq (the last one you saw)")
     listen.add_argument("--key", default=None, help="a private room's viewer key (or REALTIME_KEY)")
+    listen.add_argument("--translate", default=None, metavar="LANG",
+                        help="also print each line translated into this language (e.g. zh, de; needs an LLM)")
 
     room = sub.add_parser("room", help="create, list or delete rooms (in the server's database)")
     room_sub = room.add_subparsers(dest="action", required=True)
@@ -87,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--server", default=DEFAULT_SERVER)
     exp.add_argument("--key", default=None, help="a private room's viewer key (or REALTIME_KEY)")
     exp.add_argument("-o", "--output", default=None, help="write to this file instead of standard output")
+
+    up = sub.add_parser("upload", help="transcribe a recorded lecture into a room (notes, summary and exports "
+                                       "as for a live one)")
+    up.add_argument("file", help="the recording: any audio or video file FFmpeg reads")
+    up.add_argument("--room", required=True)
+    up.add_argument("--server", default=DEFAULT_SERVER)
+    up.add_argument("--key", default=None, help="the room's speaker key or the admin key (or REALTIME_KEY)")
+    up.add_argument("--language", default=None, help="spoken language code, default: detect")
+    up.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    up.add_argument("--prompt", default="", help="course terms and context for the decoder")
     return parser
 
 
@@ -106,6 +118,10 @@ class CaptionPrinter:
         if kind == "final":
             self._clear()
             print(f"[{_clock(event['start'])}] {event['text']}", flush=True)
+        elif kind == "translation":
+            self._clear()
+            shown = event["text"] if event["state"] == "done" else f"(untranslated: {event['reason']})"
+            print(f"    {event['lang']}: {shown}", flush=True)
         elif kind == "partial" and self.tty:
             self._clear()
             text = (event["committed"] + " " + event["unstable"]).strip()
@@ -163,7 +179,7 @@ def _listen(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(listen(args.server, args.room, idle=args.idle, on_event=CaptionPrinter(args.jsonl),
-                                    since=args.since, key=_key(args)))
+                                    since=args.since, key=_key(args), translate=args.translate))
     except OSError as exc:
         print(f"realtime: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1
@@ -260,9 +276,94 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressBar:
+    """A plain-text progress bar on a stream (stderr): redrawn in place on a terminal, otherwise a line at every
+    tenth, so logs of a CI job stay short."""
+
+    def __init__(self, out, width: int = 30):
+        self.out, self.width = out, width
+        self.tty = out.isatty()
+        self._shown: tuple[str, int] | None = None
+
+    def show(self, label: str, done: float, total: float, detail: str = "") -> None:
+        fraction = min(1.0, done / total) if total > 0 else 0.0
+        step = int(fraction * (self.width if self.tty else 10))
+        if self._shown == (label, step):
+            return
+        self._shown = (label, step)
+        filled = int(fraction * self.width)
+        text = f"{label:<12} {fraction:4.0%} [{'#' * filled}{'.' * (self.width - filled)}] {detail}"
+        if self.tty:
+            self.out.write("\r\x1b[2K" + text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def done(self, message: str = "") -> None:
+        if self.tty and self._shown is not None:
+            self.out.write("\n")
+        self._shown = None
+        if message:
+            self.out.write(message + "\n")
+        self.out.flush()
+
+
+# `realtime upload` exit codes: 0 transcribed; 1 the server could not be reached or failed; 2 the file cannot be
+# read here; 3 the server refused the upload (key, room, size, format, a live room); 4 it was cancelled.
+UPLOAD_EXIT = {"unreachable": 1, "failed": 1, "file": 2, "refused": 3, "cancelled": 4}
+
+
+def _upload(args: argparse.Namespace) -> int:
+    import os
+
+    from realtime.client import UploadRefused, upload_file
+
+    if not os.path.isfile(args.file):
+        print(f"realtime: {args.file}: no such file", file=sys.stderr)
+        return UPLOAD_EXIT["file"]
+    bar = ProgressBar(sys.stderr)
+
+    def on_line(line: dict[str, Any]) -> None:
+        if line["type"] == "accepted":
+            bar.done(f"uploaded {args.file}")
+        if line.get("state") == "transcribing" or line["type"] in ("accepted", "progress"):
+            bar.show("transcribing", line.get("done_s", 0.0), line.get("total_s", 0.0),
+                     f"{_clock(line.get('done_s', 0))}/{_clock(line.get('total_s', 0))}, {line.get('finals', 0)} "
+                     "finals")
+
+    try:
+        last = asyncio.run(upload_file(args.server, args.room, args.file, key=_key(args), language=args.language,
+                                       task=args.task, prompt=args.prompt,
+                                       on_sent=lambda n, total: bar.show("uploading", n, total,
+                                                                         f"{n / 1e6:.1f}/{total / 1e6:.1f} MB"),
+                                       on_line=on_line))
+    except UploadRefused as exc:
+        bar.done()
+        print(f"realtime: upload into {args.room!r} refused (HTTP {exc.status} {exc.code}): {exc.message}"
+              if exc.status != 200 else f"realtime: transcription failed ({exc.code}): {exc.message}",
+              file=sys.stderr)
+        return UPLOAD_EXIT["refused" if exc.status != 200 else "failed"]
+    except (OSError, TimeoutError) as exc:
+        bar.done()
+        print(f"realtime: cannot reach {args.server} (or the connection broke): {exc}", file=sys.stderr)
+        return UPLOAD_EXIT["unreachable"]
+    except KeyboardInterrupt:
+        bar.done()
+        print("realtime: interrupted; the server stops the upload (finals so far are kept)", file=sys.stderr)
+        return UPLOAD_EXIT["cancelled"]
+    bar.done()
+    if last["type"] == "cancelled":
+        print(f"realtime: the upload was cancelled at {_clock(last.get('done_s', 0))} "
+              f"({last.get('reason', 'cancelled')}); {last.get('finals', 0)} finals kept", file=sys.stderr)
+        return UPLOAD_EXIT["cancelled"]
+    print(f"realtime: {args.room}: {last.get('finals', 0)} finals from {_clock(last.get('total_s', 0))} of audio; "
+          f"export with `realtime export {args.room}`", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export,
-                "certs": _certs, "llm": _llm}
+                "certs": _certs, "llm": _llm, "upload": _upload}
     return commands[args.command](args)

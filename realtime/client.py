@@ -56,11 +56,13 @@ class StreamResult:
         return self.close_code in PERMANENT_CLOSES
 
 
-def ws_url(server: str, role: str, room: str, since: int | None = None) -> str:
+def ws_url(server: str, role: str, room: str, since: int | None = None, translate: str | None = None) -> str:
     base = server.rstrip("/")
     if base.startswith("http"):
         base = "ws" + base[4:]
-    return f"{base}/ws/{role}/{quote(room, safe='')}" + (f"?since={since}" if since is not None else "")
+    query = "&".join(p for p in (f"since={since}" if since is not None else "",
+                                 f"translate={quote(translate)}" if translate else "") if p)
+    return f"{base}/ws/{role}/{quote(room, safe='')}" + (f"?{query}" if query else "")
 
 
 def http_url(server: str) -> str:
@@ -149,12 +151,14 @@ async def stream_audio(server: str, room: str, audio: np.ndarray, *, speed: floa
 
 async def listen(server: str, room: str, *, idle: float | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None, since: int | None = None,
-                 key: str | None = None, ssl: SSLContext | None = None) -> StreamResult:
+                 key: str | None = None, ssl: SSLContext | None = None,
+                 translate: str | None = None) -> StreamResult:
     """Join a room as a listener; return when the server closes or after `idle` seconds without events. With
-    `since` (the last seq seen) the server sends only what came after it. `ssl` as for `stream_audio`."""
+    `since` (the last seq seen) the server sends only what came after it; with `translate` (a language code) the
+    finals' translations into it come too. `ssl` as for `stream_audio`."""
     result = StreamResult()
     t0 = time.monotonic()
-    async with websockets.connect(ws_url(server, "listen", room, since), max_size=None,
+    async with websockets.connect(ws_url(server, "listen", room, since, translate), max_size=None,
                                   additional_headers=auth_headers(key), **_tls(ssl)) as ws:
         while True:
             try:
@@ -168,3 +172,75 @@ async def listen(server: str, room: str, *, idle: float | None = None,
                 on_event(event)
         result.close_code = ws.close_code
     return result
+
+
+# ---------------------------------------------------------------- recorded lectures (POST /v1/rooms/{room}/upload)
+
+
+class UploadRefused(Exception):
+    """The server refused an upload (an HTTP error status) or ended it with an `error` line."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def _content_type(path: str) -> str:
+    import mimetypes
+
+    guessed = mimetypes.guess_type(path)[0] or ""
+    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
+
+
+async def upload_file(server: str, room: str, path: str, *, key: str | None = None, language: str | None = None,
+                      task: str = "transcribe", prompt: str = "",
+                      on_sent: Callable[[int, int], None] | None = None,
+                      on_line: Callable[[dict[str, Any]], None] | None = None,
+                      ssl: SSLContext | None = None, chunk_bytes: int = 1 << 18) -> dict[str, Any]:
+    """Upload a recording into a room and follow its transcription (docs/protocol.md, Recorded lectures).
+
+    The file is read and sent in pieces (never whole in memory) with `Expect: 100-continue`, so a refusal (key,
+    size, a live room) comes before the body is sent. `on_sent(bytes_sent, total_bytes)` as the body goes out;
+    `on_line(line)` for every NDJSON line of the answer (`accepted`, `progress`, then the last). Returns the last
+    line (`done` or `cancelled`); UploadRefused for an HTTP error or an `error` line."""
+    import os
+
+    import aiohttp
+
+    size = os.path.getsize(path)
+    params = {k: v for k, v in (("language", language), ("task", task), ("prompt", prompt)) if v}
+
+    async def body():
+        sent = 0
+        with open(path, "rb") as f:
+            while piece := await asyncio.to_thread(f.read, chunk_bytes):
+                sent += len(piece)
+                if on_sent:
+                    on_sent(sent, size)
+                yield piece
+
+    url = f"{http_url(server)}/v1/rooms/{quote(room, safe='')}/upload"
+    headers = {**auth_headers(key), "Content-Type": _content_type(path), "Content-Length": str(size)}
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session, \
+            session.post(url, data=body(), params=params, headers=headers, expect100=True,
+                         **({"ssl": ssl} if ssl is not None else {})) as response:
+        if response.status != 200:
+            text = await response.text()
+            try:
+                err = json.loads(text)
+                code, message = err.get("code", "error"), err.get("message", text)
+            except ValueError:
+                code, message = "error", text.strip()[:300] or response.reason or ""
+            raise UploadRefused(response.status, code, message)
+        last: dict[str, Any] = {}
+        async for raw in response.content:
+            if not raw.strip():
+                continue
+            last = json.loads(raw)
+            if on_line:
+                on_line(last)
+        if last.get("type") == "error" or not last:
+            error = last.get("error") or {"code": "incomplete", "message": "the answer ended early"}
+            raise UploadRefused(200, error.get("code", "error"), error.get("message", ""))
+        return last

@@ -135,10 +135,19 @@ class Settings:
     commit_min_prob: float = opt(0.2, "Agreed words less probable than this (in either decode) are not committed "
                                  "from partials; the final decode settles them.")
     max_lag_s: float = opt(4.0, "Partial decodes are skipped while a stream lags more than this behind real time.")
+    # offline transcription (POST /v1/audio/transcriptions; files longer than --max-lecture-s are refused)
+    max_upload_mb: float = opt(500.0, "Largest audio file accepted by /v1/audio/transcriptions and translations, in "
+                               "MB (413 beyond it; the upload is streamed to a temporary file, never held in memory).")
+    offline_batch_size: int = opt(8, "Speech pieces of up to 30 s decoded as one batch by the offline path.")
+    offline_threads: int = opt(1, "On CPU: threads of the offline path's own copy of the model, decoding at the "
+                               "lowest CPU priority beside live speakers (0 = share the live model's worker, "
+                               "between live decodes). On a GPU the loaded model is shared.")
+    offline_idle_threads: int = opt(0, "On CPU: threads of a second copy the offline path decodes with while no "
+                                    "live speaker is admitted (0 = every core).")
     # notes
     notes: bool = opt(True, "Keep live notes (extractive TextRank until an LLM is configured).")
-    notes_interval_s: float = opt(45.0, "Notes are updated at most this long after new text arrives.")
-    notes_min_words: int = opt(120, "Notes are updated early once this many new words were committed.")
+    notes_interval_s: float = opt(60.0, "Notes are updated at most this long after new text arrives.")
+    notes_min_words: int = opt(150, "Notes are updated early once this many new words were committed.")
     notes_language: str = opt("", "Language of the notes, e.g. 'Chinese' (empty: the lecture's language).")
     llm_model: str = opt("", "LLM model for notes: `local` or `local-0.5b` (the bundled model), or an "
                             "endpoint's model, e.g. gpt-4o-mini, deepseek-chat, llama3.1 (empty: extractive).")
@@ -152,6 +161,10 @@ class Settings:
     llm_room_token_budget: int = opt(200000, "LLM tokens one room's notes may spend; then they stay as they are.")
     llm_visitor_token_budget: int = opt(50000, "LLM tokens one room's questions and summaries may spend (apart from "
                                         "its notes, so visitors cannot use up the notes' budget).")
+    llm_translation_token_budget: int = opt(500000, "LLM tokens one room's caption translations may spend, all "
+                                            "languages together (then captions stay untranslated, marked as such).")
+    max_translation_languages: int = opt(4, "Caption languages one room translates into at once (a viewer asking "
+                                         "for one more is refused with too_many_languages).")
     llm_daily_token_cap: int = opt(2000000, "LLM tokens the whole server may spend per day (UTC); then everything "
                                    "falls back to the extractive engine (0 = no cap).")
     llm_concurrency: int = opt(2, "LLM calls in flight at once, server-wide; more wait their turn.")
@@ -187,6 +200,9 @@ class Settings:
             (self.max_frame_bytes >= 2, "max_frame_bytes must be at least 2"),
             (self.max_message_bytes >= 256, "max_message_bytes must be at least 256"),
             (self.max_room_name >= 1, "max_room_name must be at least 1"),
+            (self.max_upload_mb > 0 and self.offline_batch_size >= 1
+             and min(self.offline_threads, self.offline_idle_threads) >= 0,
+             "bad offline transcription limits"),
             (self.max_rooms >= 1 and self.max_listeners >= 1, "max_rooms and max_listeners must be at least 1"),
             (self.max_audio_rate >= 0 and self.audio_burst_s >= 1, "max_audio_rate >= 0, audio_burst_s >= 1"),
             (self.idle_timeout_s > 0 and self.max_lecture_s > 0, "timeouts must be positive"),
@@ -211,6 +227,8 @@ class Settings:
             (self.llm_timeout_s > 0 and self.llm_retries >= 0 and self.llm_max_tokens > 0, "bad LLM limits"),
             (self.llm_window_tokens >= 500, "llm_window_tokens must be at least 500"),
             (self.llm_threads >= 0 and self.llm_context >= 1024, "llm_threads >= 0, llm_context >= 1024"),
+            (self.max_translation_languages >= 0 and self.llm_translation_token_budget >= 0,
+             "max_translation_languages and llm_translation_token_budget cannot be negative"),
             (min(self.cpu_threads, self.workers, self.max_speakers, self.prompt_chars, self.vad_preroll_ms,
                  self.vad_hangover_ms, self.vad_min_speech_ms, self.early_final_ms) >= 0,
              "counts and durations cannot be negative"),

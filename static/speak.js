@@ -307,3 +307,119 @@ window.addEventListener("beforeunload", (e) => { if (speaker.running) e.preventD
 const initial = new URLSearchParams(location.search).get("room");
 if (initial) $("room").value = initial;
 if (!window.isSecureContext || !navigator.mediaDevices) message(insecureContextMessage(), "error");
+
+// ------------------------------------------------------------------ recorded lectures (docs/protocol.md)
+//
+// POST /v1/rooms/{room}/upload with the file as the body, through XMLHttpRequest: its upload events give the
+// sending progress, and the answer's NDJSON lines (accepted, progress…, then done | cancelled | error) arrive as
+// it goes, for the transcription progress. The same room and key as the microphone.
+
+const upload = (window.realtimeUpload = { xhr: null, state: "idle", last: null, sentBytes: 0 });
+
+function uploadShow(text, fraction) {
+  $("upload-state").textContent = text;
+  $("upload-progress").value = Math.max(0, Math.min(1, fraction));
+}
+
+function uploadDone(state) {
+  upload.state = state;
+  upload.xhr = null;
+  $("upload-go").disabled = false;
+  $("upload-cancel").hidden = true;
+  $("go").disabled = false;
+}
+
+function uploadLines(xhr, seen) {
+  const lines = xhr.responseText.split("\n");
+  for (let i = seen; i < lines.length - 1; i++) {
+    if (!lines[i].trim()) continue;
+    const line = JSON.parse(lines[i]);
+    upload.last = line;
+    const pct = line.total_s ? line.done_s / line.total_s : 0;
+    if (line.type === "accepted" || line.type === "progress") {
+      upload.state = "transcribing";
+      uploadShow(`transcribing ${Math.round(pct * 100)} % · ${line.finals} lines`, pct);
+    } else if (line.type === "done") {
+      uploadShow(`done · ${line.finals} lines from ${Math.round(line.total_s)} s of audio`, 1);
+      uploadDone("done");
+    } else if (line.type === "cancelled") {
+      uploadShow(`cancelled at ${Math.round(line.done_s)} s · ${line.finals} lines kept`, pct);
+      uploadDone("cancelled");
+    } else if (line.type === "error") {
+      message(`The recording could not be transcribed: ${line.error ? line.error.message : "error"}`, "error");
+      uploadDone("failed");
+    }
+  }
+  return Math.max(seen, lines.length - 1);
+}
+
+function uploadRefused(xhr) {
+  let text = `HTTP ${xhr.status}`;
+  try { text = JSON.parse(xhr.responseText).message || text; } catch (_) { /* not JSON: keep the status */ }
+  const why = { 401: "This room needs its speaker key: paste it into the Speaker key field.",
+                404: `There is no room “${room()}” on this server: create it with realtime room create.`,
+                409: "This room is busy (live, or transcribing another recording).",
+                413: "The recording is too long or too large for this server.",
+                415: "That file is not audio this server can read." }[xhr.status];
+  message(why ? `${why} (${text})` : `The upload was refused: ${text}`, "error");
+  uploadShow("refused", 0);
+  uploadDone("refused");
+}
+
+function startUpload() {
+  const file = $("upload-file").files[0];
+  if (!file) { message("Choose a recording first.", "error"); return; }
+  if (!room()) { message("Enter a room name first.", "error"); return; }
+  if (speaker.running) { message("Stop the live captions before uploading a recording.", "error"); return; }
+  message("");
+  const language = $("language").value, key = $("key").value.trim();
+  const q = new URLSearchParams({ task: $("task").value });
+  if (language !== "auto") q.set("language", language);
+  if ($("glossary").value) q.set("prompt", $("glossary").value);
+  const xhr = new XMLHttpRequest();
+  upload.xhr = xhr;
+  upload.state = "uploading";
+  upload.last = null;
+  let seen = 0;
+  xhr.open("POST", `/v1/rooms/${encodeURIComponent(room())}/upload?${q}`);
+  if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`); // a header, never the URL
+  xhr.setRequestHeader("Content-Type", /^(audio|video)\//.test(file.type) ? file.type : "application/octet-stream");
+  xhr.upload.onprogress = (e) => {
+    upload.sentBytes = e.loaded;
+    if (e.lengthComputable) uploadShow(`uploading ${Math.round((100 * e.loaded) / e.total)} %`, e.loaded / e.total);
+  };
+  xhr.upload.onload = () => uploadShow("checking the recording…", 0);
+  xhr.onprogress = () => { if (xhr.status === 200) seen = uploadLines(xhr, seen); };
+  xhr.onload = () => {
+    if (xhr.status !== 200) { uploadRefused(xhr); return; }
+    seen = uploadLines(xhr, seen);
+    if (upload.xhr === xhr) { message("The server ended the upload early.", "error"); uploadDone("failed"); }
+  };
+  xhr.onerror = () => {
+    if (upload.xhr !== xhr) return;
+    message("The connection to the server broke during the upload; finals so far are kept.", "error");
+    uploadDone("failed");
+  };
+  xhr.send(file);
+  $("upload-go").disabled = true;
+  $("go").disabled = true;
+  $("upload-cancel").hidden = false;
+  $("captions").setAttribute("room", room());
+  const link = Object.assign(document.createElement("a"), { href: `/?room=${encodeURIComponent(room())}` });
+  link.textContent = `${location.origin}/?room=${room()}`;
+  $("viewer-link").replaceChildren("Students watch at ", link);
+  uploadShow("uploading 0 %", 0);
+}
+
+function cancelUpload() {
+  const xhr = upload.xhr;
+  if (!xhr) return;
+  if (upload.state !== "transcribing") { xhr.abort(); uploadShow("cancelled", 0); uploadDone("cancelled"); return; }
+  const key = $("key").value.trim();
+  fetch(`/v1/rooms/${encodeURIComponent(room())}/upload`,
+        { method: "DELETE", headers: key ? { Authorization: `Bearer ${key}` } : {} })
+    .catch(() => xhr.abort()); // the answer's last line (cancelled) ends it; failing that, closing the request does
+}
+
+$("upload-go").onclick = startUpload;
+$("upload-cancel").onclick = cancelUpload;

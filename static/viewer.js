@@ -5,7 +5,9 @@ const prefs = JSON.parse(localStorage.getItem("realtime.viewer") || "{}");
 const SIZES = [1, 1.2, 1.35, 1.6, 2, 2.5, 3, 3.6];
 let size = SIZES.includes(prefs.size) ? prefs.size : 1.6;
 
-function save() { localStorage.setItem("realtime.viewer", JSON.stringify({ size, theme: prefs.theme })); }
+function save() {
+  localStorage.setItem("realtime.viewer", JSON.stringify({ size, theme: prefs.theme, only: prefs.only }));
+}
 function applyPrefs() {
   captions.setAttribute("font-size", `${size}rem`);
   if (prefs.theme) {
@@ -23,9 +25,28 @@ function watch(room) {
   captions.setAttribute("room", room);
   $("ask").hidden = false;
   document.title = `${room} — realtime live captions`;
-  history.replaceState(null, "", `?room=${encodeURIComponent(room)}${location.hash}`);
+  showUrl();
 }
 
+// The caption language: ?translate=zh in the page's address (a link can carry it), else none.
+function translate(lang) {
+  $("translate").value = [...$("translate").options].some((o) => o.value === lang) ? lang : "";
+  if (lang) captions.setAttribute("translate", lang); else captions.removeAttribute("translate");
+  captions.setAttribute("translation", prefs.only ? "only" : "both");
+  $("only-label").hidden = !lang;
+  $("only").checked = Boolean(prefs.only);
+  showUrl();
+}
+
+function showUrl() {
+  const room = captions.getAttribute("room"), lang = captions.getAttribute("translate");
+  if (!room) return;
+  const query = `?room=${encodeURIComponent(room)}` + (lang ? `&translate=${encodeURIComponent(lang)}` : "");
+  history.replaceState(null, "", query + location.hash);
+}
+
+$("translate").onchange = () => translate($("translate").value);
+$("only").onchange = () => { prefs.only = $("only").checked; save(); translate($("translate").value); };
 $("join").onsubmit = (e) => { e.preventDefault(); watch($("room").value.trim()); };
 $("smaller").onclick = () => { size = SIZES[Math.max(0, SIZES.indexOf(size) - 1)]; applyPrefs(); save(); };
 $("larger").onclick = () => { size = SIZES[Math.min(SIZES.length - 1, SIZES.indexOf(size) + 1)]; applyPrefs(); save(); };
@@ -66,4 +87,5 @@ $("ask").onsubmit = async (e) => {
 };
 
 applyPrefs();
+translate(new URLSearchParams(location.search).get("translate") || "");
 watch(new URLSearchParams(location.search).get("room"));

@@ -10,7 +10,9 @@
  *
  * Attributes: server (default: where this script came from), room, mode (captions | notes | both), height (any CSS
  * length; default 100% of the box), theme (auto | light | dark), lang-label (a short tag shown in the header),
- * font-size (CSS length). Everything renders inside a Shadow DOM, so neither the host page's CSS nor ours leaks.
+ * font-size (CSS length), translate (a language code such as zh or de: each line also in that language, made by
+ * the server's LLM), translation (both | only: the original with its translation under it, or the translation
+ * alone; default both). Everything renders inside a Shadow DOM, so neither the host page's CSS nor ours leaks.
  * The server must list the host page's origin in --allowed-origins (close code 4403 otherwise).
  *
  * Events: the element dispatches `realtime-event` (detail: the protocol event, docs/protocol.md) for every message.
@@ -47,6 +49,11 @@
   .final time { color: var(--rt-dim); font-size: .55em; margin-right: .6em; font-variant-numeric: tabular-nums; }
   .partial { margin: 0; min-height: 1.45em; }
   .unstable { color: var(--rt-dim); }
+  .tr { display: block; color: var(--rt-accent); font-size: .85em; }
+  .final.pending .tr::after { content: "translating…"; color: var(--rt-dim); font-size: .75em; }
+  .final.untranslated .tr::after { content: "not translated"; color: var(--rt-dim); font-size: .75em; }
+  :host([translation="only"]) .final.translated .orig { display: none; }
+  :host([translation="only"]) .final.translated .tr { color: inherit; font-size: 1em; display: inline; }
   .empty { color: var(--rt-dim); font-size: 15px; }
   .jump { position: absolute; right: 1em; bottom: .8em; font: 600 13px system-ui, sans-serif; border: 0;
           border-radius: 99px; padding: .45em .9em; background: var(--rt-accent); color: #fff; cursor: pointer;
@@ -89,7 +96,7 @@
 
   class RealtimeCaptions extends HTMLElement {
     static get observedAttributes() {
-      return ["server", "room", "key", "mode", "height", "font-size", "lang-label"];
+      return ["server", "room", "key", "mode", "height", "font-size", "lang-label", "translate", "translation"];
     }
 
     constructor() {
@@ -114,6 +121,8 @@
       this.timer = 0;
       this.follow = true;
       this.finals = new Map(); // final id -> event: a reconnect replays history, ids keep it free of duplicates
+      this.translations = new Map(); // final id -> translation event (in the language asked for)
+      this.translating = null; // the language the server agreed to translate into (hello.translate)
       this.lastSeq = 0; // the newest room event seen: a reconnect asks for what came after it
       this.$.scroll.addEventListener("scroll", () => {
         const s = this.$.scroll, atEnd = s.scrollHeight - s.scrollTop - s.clientHeight < 48;
@@ -127,7 +136,7 @@
 
     attributeChangedCallback(name, old, value) {
       if (old === value || !this.isConnected) return;
-      if (name === "server" || name === "room" || name === "key") { this.reset(); this.connect(); }
+      if (["server", "room", "key", "translate"].includes(name)) { this.reset(); this.connect(); }
       else this.render();
     }
 
@@ -154,7 +163,10 @@
       const base = new URL(this.getAttribute("server") || scriptOrigin || location.origin, location.href);
       base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
       base.pathname = `/ws/listen/${encodeURIComponent(this.getAttribute("room") || "")}`;
-      base.search = this.lastSeq ? `?since=${this.lastSeq}` : "";
+      const query = new URLSearchParams();
+      if (this.lastSeq) query.set("since", this.lastSeq);
+      if (this.getAttribute("translate")) query.set("translate", this.getAttribute("translate"));
+      base.search = query.toString() ? `?${query}` : "";
       return base.href;
     }
 
@@ -192,6 +204,7 @@
 
     reset() {
       this.finals.clear();
+      this.translations.clear();
       this.lastSeq = 0;
       this.$.finals.replaceChildren(el("p", "empty", "Waiting for the lecture to begin…"));
       this.setPartial("", "");
@@ -204,13 +217,18 @@
     onEvent(ev) {
       if (!["hello", "error", "pong"].includes(ev.type)) this.lastSeq = Math.max(this.lastSeq, ev.seq);
       if (ev.type === "hello" && ev.finals < this.finals.size) this.reset(); // a new lecture under the same name
+      if (ev.type === "hello") this.translating = ev.translate || null;
       else if (ev.type === "final") this.addFinal(ev);
+      else if (ev.type === "translation") this.addTranslation(ev);
       else if (ev.type === "partial") this.setPartial(ev.committed, ev.unstable);
       else if (ev.type === "notes") this.showNotes(ev);
       else if (ev.type === "status") {
         const live = ev.state === "live";
         this.$.live.classList.toggle("on", live);
         this.state(live ? `live · ${ev.listeners} watching` : ev.state === "stopped" ? "lecture paused" : ev.state);
+      } else if (ev.type === "error" && ["too_many_languages", "translation_unavailable"].includes(ev.code)) {
+        this.$.lang.textContent = `${this.getAttribute("translate")}: not translated`; // lasts, unlike the state
+        this.$.lang.title = ev.message;
       } else if (ev.type === "error") this.state(ev.message);
       this.dispatchEvent(new CustomEvent("realtime-event", { detail: ev, bubbles: true, composed: true }));
       if (this.follow) this.$.scroll.scrollTop = this.$.scroll.scrollHeight;
@@ -220,7 +238,11 @@
       if (this.finals.has(ev.id)) return;
       this.finals.set(ev.id, ev);
       const p = el("p", "final");
-      p.append(el("time", "", clock(ev.start)), ev.text);
+      p.append(el("time", "", clock(ev.start)), el("span", "orig", ev.text));
+      if (this.translating && ev.language !== this.translating) {
+        p.append(el("span", "tr"));
+        p.classList.add("pending"); // the original stands until its translation comes: never a gap
+      }
       const empty = this.$.finals.querySelector(".empty");
       if (empty) empty.remove();
       // Finals arrive in id order (append); one replayed after a reconnect may land before later ones.
@@ -229,7 +251,25 @@
         ? [...this.$.finals.children].find((c) => Number(c.dataset.id) > ev.id) : null;
       p.dataset.id = ev.id;
       this.$.finals.insertBefore(p, next || null);
+      if (this.translations.has(ev.id)) this.showTranslation(p, this.translations.get(ev.id));
       this.setPartial("", "");
+    }
+
+    addTranslation(ev) {
+      if (ev.lang !== this.translating) return;
+      this.translations.set(ev.final, ev);
+      const p = this.$.finals.querySelector(`.final[data-id="${ev.final}"]`);
+      if (p) this.showTranslation(p, ev);
+    }
+
+    showTranslation(p, ev) {
+      let tr = p.querySelector(".tr");
+      if (!tr) { tr = el("span", "tr"); p.append(tr); }
+      p.classList.remove("pending");
+      p.classList.toggle("translated", ev.state === "done");
+      p.classList.toggle("untranslated", ev.state !== "done");
+      tr.textContent = ev.state === "done" ? ev.text : "";
+      tr.title = ev.state === "done" ? "" : `not translated (${ev.reason.replace("_", " ")})`;
     }
 
     setPartial(committed, unstable) {
@@ -261,8 +301,10 @@
     }
 
     transcript() {
-      return [...this.finals.values()].sort((a, b) => a.id - b.id)
-        .map((f) => `[${clock(f.start)}] ${f.text}`).join("\n");
+      return [...this.finals.values()].sort((a, b) => a.id - b.id).map((f) => {
+        const t = this.translations.get(f.id);
+        return `[${clock(f.start)}] ${f.text}` + (t && t.state === "done" ? `\n    ${t.text}` : "");
+      }).join("\n");
     }
   }
 

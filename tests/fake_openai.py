@@ -2,10 +2,10 @@
 
 The only test double in the suite, because no real LLM is reachable here. Tests push behaviours (`ok`, `429`,
 `500`, `400`, `401`, `malformed`, `stall`, `prose`, `length`: cut off at max_tokens, `fenced`: the ops in a code
-fence with text after, `strings`: added bullets as plain strings, `unknown_id`: an update of a bullet that does not
-exist, `answer`: the given `content`) that answer the next requests in order; with no script, it answers valid
+fence with text after, `strings`: added bullets as plain strings, `unknown_id`: an update of a bullet the same answer
+removed, `answer`: the given `content`) that answer the next requests in order; with no script, it answers valid
 notes edits: an added bullet per new transcript segment it was sent (the oldest removed beyond 40), so updates
-arrive as real diffs.
+arrive as real diffs, and caption translations as "[German] " followed by the line.
 `refuse` holds the response_format types the endpoint refuses with `refuse_status` (400, as DeepSeek refuses
 json_schema; 422 as some older servers do). Every request body is recorded for assertions.
 """
@@ -96,10 +96,21 @@ class FakeOpenAI:
         if kind == "strings":
             return completion(body, json.dumps({"ops": [op["text"] for op in ops_for(body) if op["op"] == "add"]}))
         if kind == "unknown_id":
-            return completion(body, json.dumps({"ops": [{"op": "update", "id": "b999", "text": "x", "refs": []}]}))
+            ops = [{"op": "add", "id": "n1", "text": "x", "refs": [], "parent": None}, {"op": "remove", "id": "n1"},
+                   {"op": "update", "id": "n1", "text": "y", "refs": []}]
+            return completion(body, json.dumps({"ops": ops}))
         system = body["messages"][0]["content"]
         if system.startswith("You write the end-of-lecture summary"):
             return completion(body, SUMMARY)
+        if system.startswith("You translate the Markdown summary"):  # the summary, its lines marked
+            language = system.split(" into ", 1)[1].split(".", 1)[0]
+            marked = [f"{line} [{language}]" if line.strip() else line
+                      for line in body["messages"][-1]["content"].splitlines()]
+            return completion(body, "\n".join(marked))
+        if system.startswith("You translate the live captions"):  # "[German] " + the line, as a marker
+            language = system.split(" into ", 1)[1].split(".", 1)[0]
+            line = json.loads(body["messages"][-1]["content"])["text"]
+            return completion(body, json.dumps({"translation": f"[{language}] {line}"}, ensure_ascii=False))
         if system.startswith("You answer a student's question"):
             excerpts = json.loads(body["messages"][-1]["content"])["excerpts"]
             cite = f"[{excerpts[0]['time']}]" if excerpts else ""

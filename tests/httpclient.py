@@ -28,3 +28,10 @@ def code_of(body: str) -> str | None:
         return json.loads(body).get("code")
     except (ValueError, AttributeError):
         return None
+
+
+def new_room(srv, name: str, admin_key: str) -> str:
+    """Make room `name` through the admin API; its speaker key."""
+    status, _, body = http(srv, "POST", "/v1/rooms", {"title": name, "room": name}, key=admin_key)
+    assert status == 201, body
+    return json.loads(body)["speaker_key"]

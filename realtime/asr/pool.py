@@ -4,6 +4,12 @@ Each admitted stream has at most one decode in flight. When a worker is free the
 (oldest waiting), otherwise the partial of the stream that waited longest; partial work coalesces because a stream
 only ever asks for a decode of its newest buffer, and a stream lagging more than `max_lag_s` gets no partials until
 it catches up. Admission beyond `max_speakers` is refused with `server_full`.
+
+Offline work (uploaded files, `POST /v1/audio/transcriptions`) goes through `run_background`: a low-priority lane
+that takes a free worker only when no admitted stream has a final or a partial waiting, and runs one background
+job at a time. Live decodes keep strict priority; a background job already on a worker is never interrupted (a
+CTranslate2 call cannot be), so live work waits for at most the one background chunk in flight: its callers keep
+chunks short (realtime.asr.offline cuts files into 60 s chunks) for that reason.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from realtime.core.audio import SAMPLE_RATE
 from realtime.core.hallucination import Segment
@@ -22,6 +29,7 @@ from realtime.core.lecture import DecodeRequest, LectureStream
 from realtime.core.protocol import SERVER_FULL, SPEAKER_EXISTS, Event, ProtocolError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Decoder(Protocol):
@@ -48,6 +56,8 @@ class Stats:
     decode_s: dict[str, float] = field(default_factory=lambda: {"partial": 0.0, "final": 0.0})
     errors: int = 0
     refused: int = 0
+    background: int = 0  # background jobs run (run_background)
+    background_s: float = 0.0
 
 
 class Engine:
@@ -61,6 +71,8 @@ class Engine:
         self._busy = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._background: deque[tuple[Callable[[], Any], asyncio.Future]] = deque()
+        self._background_busy = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -70,6 +82,8 @@ class Engine:
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
+        while self._background:
+            self._background.popleft()[1].cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- admission
@@ -105,6 +119,24 @@ class Engine:
     def kick(self) -> None:
         self._wake.set()
 
+    @property
+    def background_waiting(self) -> int:
+        """Background jobs queued behind the one running (if any)."""
+        return sum(not fut.done() for _, fut in self._background)
+
+    async def run_background(self, fn: Callable[[], T]) -> T:
+        """Run the blocking `fn` on a decode worker at low priority and return its result.
+
+        It starts only when a worker is free and no admitted stream wants a decode, and only one background job
+        runs at a time (a second waits in FIFO order), so live speakers never wait for more than one job. Cancelling
+        the caller drops a job that has not started; one already running finishes on its worker (its result is
+        dropped) and holds the lane until then. `fn`'s exception is raised here.
+        """
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._background.append((fn, fut))
+        self.kick()
+        return await fut
+
     # ---------------------------------------------------------------- scheduling
 
     def _pick(self) -> Handle | None:
@@ -131,6 +163,7 @@ class Engine:
             while self._busy < self.workers:
                 handle = self._pick()
                 if handle is None:
+                    self._start_background()
                     break
                 req = handle.stream.next_request()
                 if req is None:
@@ -138,6 +171,40 @@ class Engine:
                 handle.busy = True
                 self._busy += 1
                 asyncio.get_running_loop().create_task(self._run(handle, req))
+
+    def _start_background(self) -> None:
+        """Hand a free worker to the oldest background job; called only when no live decode is waiting."""
+        if self._background_busy or self._busy >= self.workers:
+            return
+        while self._background:
+            fn, fut = self._background.popleft()
+            if not fut.done():  # a cancelled caller's job is dropped before it starts
+                break
+        else:
+            return
+        self._background_busy = True
+        self._busy += 1
+        asyncio.get_running_loop().create_task(self._run_background(fn, fut))
+
+    async def _run_background(self, fn: Callable[[], Any], fut: asyncio.Future) -> None:
+        started = time.monotonic()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except asyncio.CancelledError:  # the engine is closing
+            fut.cancel()
+            raise
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(result)
+        finally:
+            self.stats.background += 1
+            self.stats.background_s += time.monotonic() - started
+            self._background_busy = False
+            self._busy -= 1
+            self.kick()
 
     def _release_idle(self) -> None:
         for key, h in list(self._handles.items()):

@@ -51,6 +51,8 @@ NOT_ALLOWED = "not_allowed"
 RATE_LIMITED = "rate_limited"
 BAD_HOST = "bad_host"
 BUSY = "busy"
+TOO_MANY_LANGUAGES = "too_many_languages"
+TRANSLATION_UNAVAILABLE = "translation_unavailable"
 
 # WebSocket close codes. 1xxx are RFC 6455; 4xxx are ours.
 CLOSE_NORMAL = 1000
@@ -318,6 +320,19 @@ class Summary(Event):
 
 
 @dataclass(frozen=True)
+class Translation(Event):
+    """A final in one caption language, sent to the listeners who asked for that language. `state` "failed" (an
+    LLM error, a spent budget: `reason`) means the original stands untranslated: captions never wait for it."""
+
+    type: ClassVar[str] = "translation"
+    final: int  # the final's id
+    lang: str
+    text: str
+    state: str = "done"  # done | failed
+    reason: str = ""  # for failed: llm_error, no_budget, invalid_answer
+
+
+@dataclass(frozen=True)
 class Hello(Event):
     type: ClassVar[str] = "hello"
     room: str
@@ -326,6 +341,7 @@ class Hello(Event):
     model: str = ""
     finals: int = 0
     replay: str = "history"  # what follows: history (a fresh join), exact or durable (a resume; see Room.replay)
+    translate: str | None = None  # the caption language this connection gets `translation` events in
 
 
 @dataclass(frozen=True)

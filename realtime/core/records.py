@@ -3,11 +3,12 @@ interface and its errors. The core (`room.py`) and every store backend share the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 ASK_POLICIES = ("anyone", "viewers", "nobody")  # who may ask questions: everyone, holders of a room key, no one
-TOKEN_POOLS = ("notes", "visitors")  # a room's LLM spend: its notes and summaries, and its visitors' questions
+TOKEN_POOLS = ("notes", "visitors", "translation")  # a room's LLM spend: its notes and summaries, its visitors'
+# questions, and its caption translations
 
 
 @dataclass
@@ -23,6 +24,7 @@ class RoomRecord:
     ask: str = "anyone"  # who may ask questions, one of ASK_POLICIES
     llm_tokens_notes: int = 0  # LLM tokens spent on the room's notes and summaries
     llm_tokens_visitors: int = 0  # LLM tokens spent answering its visitors' questions
+    llm_tokens_translation: int = 0  # LLM tokens spent translating its captions
 
 
 @dataclass
@@ -33,6 +35,7 @@ class RoomState:
     finals: list[dict[str, Any]]  # in id order
     notes: dict[str, Any] | None  # the latest notes event, or None
     summary: dict[str, Any] | None  # the latest summary event, or None
+    translations: list[dict[str, Any]] = field(default_factory=list)  # translation events, in seq order
 
 
 class RoomExists(Exception):
@@ -54,6 +57,7 @@ class Store(Protocol):
     def save_final(self, room: str, final: dict[str, Any], audio_s: float) -> None: ...
     def save_notes(self, room: str, notes: dict[str, Any]) -> None: ...
     def save_summary(self, room: str, summary: dict[str, Any]) -> None: ...
+    def save_translation(self, room: str, translation: dict[str, Any]) -> None: ...
     def save_progress(self, room: str, audio_s: float, glossary: str | None = None) -> None: ...
     def reserve_seq(self, room: str, upto: int) -> None: ...
     def set_ask(self, room: str, ask: str) -> None: ...

@@ -35,6 +35,7 @@ from realtime.core.protocol import (
     Partial,
     Status,
     Summary,
+    Translation,
     dumps,
     encode,
 )
@@ -80,7 +81,9 @@ class Room:
         self._final_texts: list[str] = []  # the same finals, encoded once
         self.partial: dict[str, Any] | None = None
         self._latest: dict[str, tuple[int, str]] = {}  # the latest notes and summary events: seq and text
-        self.recent: deque[tuple[int, str]] = deque(maxlen=RESUME_EVENTS)
+        # lang -> final id -> (seq, text): translation events, sent only to the listeners of their language
+        self.translations: dict[str, dict[int, tuple[int, str]]] = {}
+        self.recent: deque[tuple[int, str, str | None]] = deque(maxlen=RESUME_EVENTS)  # seq, text, lang or None
         self.connections: set[Outbox] = set()
         self.speaker: Outbox | None = None
         self.session: Session | None = None
@@ -107,6 +110,8 @@ class Room:
         for data in (state.notes, state.summary):
             if data is not None:
                 room._latest[data["type"]] = (int(data["seq"]), dumps(data))
+        for data in state.translations:
+            room.translations.setdefault(data["lang"], {})[int(data["final"])] = (int(data["seq"]), dumps(data))
         return room
 
     @property
@@ -158,10 +163,16 @@ class Room:
             self.partial = data if (event.committed or event.unstable) else None
         elif isinstance(event, Notes | Summary):
             self._latest[event.type] = (self.seq, text)
-        self.recent.append((self.seq, text))
+        lang = None
+        if isinstance(event, Translation):
+            lang = event.lang
+            self.translations.setdefault(lang, {})[event.final] = (self.seq, text)
+        self.recent.append((self.seq, text, lang))
         for hook in self.on_publish:
             hook(event)
         for conn in list(self.connections):
+            if lang is not None and getattr(conn, "translate", None) != lang:
+                continue
             if not conn.offer(text):
                 self.connections.discard(conn)
                 log.info("room %s: disconnecting a slow %s", self.name, conn.role)
@@ -188,6 +199,8 @@ class Room:
                 self.store.save_notes(self.name, data)
             elif isinstance(event, Summary):
                 self.store.save_summary(self.name, data)
+            elif isinstance(event, Translation):
+                self.store.save_translation(self.name, data)
             elif isinstance(event, Status):
                 self.store.save_progress(self.name, self.audio_s, self.glossary)
         except RoomGone:
@@ -212,24 +225,28 @@ class Room:
         """A reply to one connection (hello, error, pong); it repeats the room's current seq."""
         conn.offer(encode(event, self.seq))
 
-    def replay(self, since: int | None) -> tuple[str, list[str]]:
-        """What a joining connection is sent after `hello`, and how it was chosen.
+    def replay(self, since: int | None, lang: str | None = None) -> tuple[str, list[str]]:
+        """What a joining connection is sent after `hello`, and how it was chosen; with `lang`, the translations
+        into it come too (each after the finals, as it would have come live).
 
-        - `history` (no `since`): every final so far, the current partial, the latest notes and summary.
+        - `history` (no `since`): every final so far and its translation, the current partial, the latest notes
+          and summary.
         - `exact`: every event after `since`, when the ring of recent events reaches back that far.
         - `durable`: otherwise (a long outage, a restart in between): every final, notes and summary after
           `since`, then the current partial. Partials and statuses in between are gone, and matter no more.
         """
         latest = [self._latest[k] for k in ("notes", "summary") if k in self._latest]
+        translated = sorted(self.translations.get(lang, {}).values()) if lang else []
         if since is None:
-            texts = list(self._final_texts)
+            texts = list(self._final_texts) + [text for _, text in translated]
             texts += [dumps(self.partial)] if self.partial is not None else []
             return "history", texts + [text for _, text in latest]
         if since >= self.seq:
             return "exact", []
         if since >= self.restart_seq and self.recent and self.recent[0][0] <= since + 1:
-            return "exact", [text for seq, text in self.recent if seq > since]
+            return "exact", [text for seq, text, of in self.recent if seq > since and of in (None, lang)]
         texts = self._final_texts[self.finals_after(since):]
+        texts += [text for seq, text in translated if seq > since]
         texts += [text for seq, text in latest if seq > since]
         if self.partial is not None and self.partial["seq"] > since:
             texts.append(dumps(self.partial))
@@ -237,8 +254,9 @@ class Room:
 
     def join(self, conn: Outbox, hello: Hello, since: int | None = None) -> None:
         """Greet a connection, send it what it missed, and add it to the fan-out."""
-        mode, texts = self.replay(since)
-        conn.catch_up([encode(dataclasses.replace(hello, replay=mode), self.seq), *texts])
+        lang = getattr(conn, "translate", None)
+        mode, texts = self.replay(since, lang)
+        conn.catch_up([encode(dataclasses.replace(hello, replay=mode, translate=lang), self.seq), *texts])
         self.connections.add(conn)
 
     def leave(self, conn: Outbox) -> None:

@@ -5,8 +5,9 @@ before it is made, and settles to what the answer reports afterwards. Check and 
 number of concurrent requests can never together exceed a budget (measured before this existed: 150 concurrent
 questions made 100 calls against a budget worth about 43).
 
-A room has two pools: `notes` (the live notes, run by the server for the lecture) and `visitors` (questions and
-summaries, asked for over HTTP). Visitors can spend their pool to nothing without freezing the lecture's notes.
+A room has three pools: `notes` (the live notes, run by the server for the lecture), `visitors` (questions and
+summaries, asked for over HTTP) and `translation` (caption translations for its viewers). Visitors can spend their
+pool to nothing without freezing the lecture's notes, and translations cannot spend the notes' either.
 The shell persists what is settled (the store's `add_llm_tokens` and `add_daily_tokens`), so a restart or a room
 released from memory does not hand out its budget again.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-POOLS = ("notes", "visitors")
+from realtime.core.records import TOKEN_POOLS
+
+POOLS = TOKEN_POOLS  # notes, visitors, translation
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,11 @@ class Reservation:
 
 class LLMBudget:
     def __init__(self, per_room: dict[str, int], daily_cap: int = 0):
-        """`per_room`: tokens each room may spend per pool; `daily_cap`: tokens per day server-wide (0 = no cap)."""
-        if set(per_room) != set(POOLS):
-            raise ValueError(f"budgets are needed for the pools {POOLS}")
-        self.per_room = dict(per_room)
+        """`per_room`: tokens each room may spend per pool (a pool left out: none); `daily_cap`: tokens per day
+        server-wide (0 = no cap)."""
+        if not set(per_room) <= set(POOLS):
+            raise ValueError(f"budgets are for the pools {POOLS}")
+        self.per_room = {pool: int(per_room.get(pool, 0)) for pool in POOLS}
         self.daily_cap = daily_cap
         self._spent: dict[tuple[str, str], int] = {}
         self._reserved: dict[tuple[str, str], int] = {}

@@ -102,11 +102,12 @@ class LLMClient:
 
     async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
                    schema_name: str = "answer", json_mode: bool | None = None, stream: bool = False,
-                   max_tokens: int | None = None) -> Completion:
+                   max_tokens: int | None = None, temperature: float | None = None) -> Completion:
         """One answer. With `schema` (a JSON schema of the answer) it is asked for as a strict `json_schema`
         response format where the endpoint takes it; with `json_mode` as any JSON object; else as text. With
         `stream`, the answer arrives as server-sent chunks: a stalled generation is caught by the read timeout
-        between chunks rather than only at the end. `max_tokens` caps this answer below the configured maximum.
+        between chunks rather than only at the end. `max_tokens` caps this answer below the configured maximum;
+        `temperature` replaces the configured one for this answer (0 where only fidelity counts: translations).
         Raises LLMError, LLMTruncated for a JSON answer cut off at `max_tokens`."""
         self.waiting += 1
         try:
@@ -115,7 +116,8 @@ class LLMClient:
             self.waiting -= 1
         try:
             return await self._complete(messages, schema, schema_name, json_mode, stream,
-                                        min(max_tokens or self.config.max_tokens, self.config.max_tokens))
+                                        min(max_tokens or self.config.max_tokens, self.config.max_tokens),
+                                        self.config.temperature if temperature is None else temperature)
         finally:
             self._slots.release()
 
@@ -127,7 +129,7 @@ class LLMClient:
         return self.mode
 
     async def _complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
-                        json_mode: bool | None, stream: bool, max_tokens: int) -> Completion:
+                        json_mode: bool | None, stream: bool, max_tokens: int, temperature: float) -> Completion:
         import openai
 
         cfg = self.config
@@ -147,7 +149,7 @@ class LLMClient:
             self.usage.calls += 1
             try:
                 response = await self._client.chat.completions.create(
-                    model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=max_tokens,
+                    model=cfg.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
                     **extra)
                 answer = await self._collect(response, mode) if stream else self._read(response, mode)
                 if answer.finish_reason == "length" and wants_json:

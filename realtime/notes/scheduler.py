@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 @dataclass
 class NotesScheduler:
-    interval_s: float = 45.0
-    min_new_words: int = 120  # update this many committed words after the last one, whatever the clock says
-    first_after_words: int = 25  # the first notes come early: a lecture should not show an empty panel for 45 s
+    interval_s: float = 60.0
+    min_new_words: int = 150  # update this many committed words after the last one, whatever the clock says
+    first_after_words: int = 25  # the first notes come early: a lecture should not show an empty panel for a minute
 
     def __post_init__(self) -> None:
         self.new_words = 0

@@ -22,17 +22,28 @@ import datetime
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from realtime.core.protocol import Final, Notes, Summary
 from realtime.core.room import Room
-from realtime.notes.budget import LLMBudget
+from realtime.notes.budget import POOLS, LLMBudget
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.lecture import LectureNotes
 from realtime.notes.llm import Completion, LLMClient, LLMError, LLMTruncated
-from realtime.notes.prompt import ANSWER_SCHEMA, SCHEMA_NAME, build_request, estimate_tokens, ground, parse_ops
+from realtime.notes.prompt import (
+    ANSWER_SCHEMA,
+    SCHEMA_NAME,
+    build_request,
+    complete_ops,
+    estimate_tokens,
+    ground,
+    parse_ops,
+    reconcile,
+    relevant,
+)
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import REJECTIONS, InvalidNotes, NotesChange
 from realtime.notes.summary import (
@@ -66,8 +77,8 @@ def utc_day() -> str:
 class NotesService:
     def __init__(self, rooms: Rooms, llm: LLMClient | None = None, *, budget: LLMBudget | None = None,
                  offload: Offload | None = None, window_tokens: int = 3000, language: str = "",
-                 max_bullets: int = 40, ask_max_tokens: int = 300, notes_interval_s: float = 45.0,
-                 notes_min_words: int = 120, clock: Callable[[], float] = time.monotonic):
+                 max_bullets: int = 40, ask_max_tokens: int = 300, notes_interval_s: float = 60.0,
+                 notes_min_words: int = 150, clock: Callable[[], float] = time.monotonic):
         self.clock = clock  # the scheduler's clock (benchmarks.notes replays on simulated time)
         self.rooms = rooms
         rooms.in_use.append(self._in_use)
@@ -75,7 +86,7 @@ class NotesService:
         self.notes_min_words = notes_min_words
         self._lectures: weakref.WeakKeyDictionary[Room, LectureNotes] = weakref.WeakKeyDictionary()
         self.llm = llm
-        self.budget = budget or LLMBudget({"notes": 200_000, "visitors": 50_000})
+        self.budget = budget or LLMBudget({"notes": 200_000, "visitors": 50_000, "translation": 500_000})
         self.offload = offload or Offload()
         self.window_tokens = window_tokens
         self.language = language
@@ -86,6 +97,9 @@ class NotesService:
         self.refused = {"room": 0, "day": 0}  # LLM calls not made for want of budget
         self.rejected = dict.fromkeys(REJECTIONS, 0)  # LLM notes answers rejected, by reason
         self.last_latency_s = 0.0  # window closed -> notes event, of the latest update
+        self.latencies: deque[float] = deque(maxlen=500)  # of the latest updates that ran, for /healthz
+        self.dropped_ops = 0  # LLM edits dropped as unrelated to the transcript or repeated (prompt.relevant)
+        self.salvaged = 0  # answers cut off at max_tokens whose complete ops were kept (prompt.complete_ops)
         self._indexes: dict[str, TranscriptIndex] = {}
 
     async def run(self, tick_s: float = 1.0) -> None:
@@ -136,7 +150,7 @@ class NotesService:
 
     def spent(self, room: Room) -> int:
         return self.budget.spent(room.name) if self.budget.known(room.name) else (
-            room.record.llm_tokens_notes + room.record.llm_tokens_visitors)
+            room.record.llm_tokens_notes + room.record.llm_tokens_visitors + room.record.llm_tokens_translation)
 
     async def flush(self, room: Room) -> None:
         """At stop: bring the notes up to date with the whole lecture. Inline without an LLM (milliseconds); with
@@ -169,7 +183,7 @@ class NotesService:
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
     async def _call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
-                    schema: dict | None = None, stream: bool = False) -> Completion:
+                    schema: dict | None = None, stream: bool = False, temperature: float | None = None) -> Completion:
         """One LLM call, its worst case reserved first and what it cost settled and stored after. With `schema` the
         answer is asked for as JSON of that shape (the client negotiates how), otherwise as text."""
         assert self.llm is not None
@@ -186,7 +200,7 @@ class NotesService:
         try:
             answer = await self.llm.chat(messages, schema=schema, schema_name=SCHEMA_NAME,
                                          json_mode=None if schema is not None else False, stream=stream,
-                                         max_tokens=max_tokens)
+                                         max_tokens=max_tokens, temperature=temperature)
             used = answer.tokens or prompt + estimate_tokens(answer.text)
             return answer
         except LLMTruncated as exc:  # the endpoint wrote (and bills) max_tokens
@@ -198,8 +212,7 @@ class NotesService:
 
     def _load(self, room: Room, day: str) -> None:
         if not self.budget.known(room.name):
-            self.budget.load_room(room.name, {"notes": room.record.llm_tokens_notes,
-                                              "visitors": room.record.llm_tokens_visitors})
+            self.budget.load_room(room.name, {pool: getattr(room.record, f"llm_tokens_{pool}") for pool in POOLS})
         store = self.rooms.store
         if day != self.budget.day:
             self.budget.load_day(day, store.daily_tokens(day) if store is not None else 0)
@@ -207,10 +220,7 @@ class NotesService:
     def _persist(self, room: Room, pool: str, day: str, tokens: int) -> None:
         if tokens <= 0:
             return
-        if pool == "notes":
-            room.record.llm_tokens_notes += tokens
-        else:
-            room.record.llm_tokens_visitors += tokens
+        setattr(room.record, f"llm_tokens_{pool}", getattr(room.record, f"llm_tokens_{pool}") + tokens)
         store = self.rooms.store
         if store is None:
             return
@@ -290,6 +300,7 @@ class NotesService:
             notes.busy = False
         notes.first_new = len(finals)
         self.last_latency_s = time.monotonic() - started
+        self.latencies.append(self.last_latency_s)
         if change is not None and room.publish(Notes(change.version, change.source,
                                                      [b.to_dict() for b in change.bullets],
                                                      change.added, change.changed, change.removed)) is not None:
@@ -305,8 +316,23 @@ class NotesService:
                                     glossary=room.glossary, language=self.language or "the language of the lecture",
                                     next_id=f"b{notes.state.next_number()}", max_tokens=self.llm.config.max_tokens)
             try:
-                answer = await self._call(room, "notes", request.messages, request.max_tokens, schema=ANSWER_SCHEMA)
-                ops = ground(parse_ops(answer.text, len(finals)), finals[notes.first_new:])
+                try:
+                    answer = await self._call(room, "notes", request.messages, request.max_tokens,
+                                              schema=ANSWER_SCHEMA)
+                    ops = parse_ops(answer.text, len(finals))
+                except LLMTruncated as exc:  # the ops it finished are a smaller edit: keep them
+                    ops = complete_ops(exc.completion.text, len(finals))
+                    if not ops:
+                        raise
+                    self.salvaged += 1
+                    log.info("room %s: kept the %d complete ops of an answer cut off at max_tokens", room.name,
+                             len(ops))
+                ops = reconcile(ops, base)
+                if not self.language:  # notes in the lecture's language: they must share words with it
+                    kept = relevant(ops, base, [finals[i].text for i in request.segment_ids if i < len(finals)])
+                    self.dropped_ops += len(ops) - len(kept)
+                    ops = kept
+                ops = ground(ops, finals[notes.first_new:])
                 if ops or not fresh:  # no edits to no notes: the extractive ones stay
                     return notes.state.apply_ops(ops, "llm", len(finals), base=base)
             except (LLMTruncated, InvalidNotes) as exc:

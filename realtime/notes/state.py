@@ -13,9 +13,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MAX_BULLETS = 60
+MAX_BULLETS = 200  # a three-hour lecture's notes; the LLM sees only the latest ones (prompt.EDITABLE_BULLETS)
 MAX_TEXT = 400
-MAX_OPS = 2 * MAX_BULLETS
+MAX_OPS = 40  # in one answer
 
 # Why an answer was rejected: no JSON object in it; the wrong shape or types; an id (update, remove, parent) that is
 # not a bullet; refs to segments that do not exist; an empty or an over-long bullet; more bullets or ops than

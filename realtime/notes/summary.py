@@ -70,7 +70,7 @@ def extractive_summary(finals: list[Final], bullets: list[Bullet], room: str) ->
 def summary_request(finals: list[Final], bullets: list[Bullet], *, budget_tokens: int, glossary: str,
                     language: str) -> list[dict[str, str]]:
     data: dict[str, Any] = {"language": language, "glossary": glossary[:2000],
-                            "bullets": [b.to_dict() for b in bullets], "transcript": []}
+                            "bullets": fit_bullets(bullets, budget_tokens // 2), "transcript": []}
     used = estimate_tokens(SUMMARY_PROMPT) + estimate_tokens(json.dumps(data, ensure_ascii=False))
     window = []
     for f in reversed(finals):  # the end of the lecture matters most for the conclusion; notes cover the rest
@@ -83,6 +83,21 @@ def summary_request(finals: list[Final], bullets: list[Bullet], *, budget_tokens
     data["transcript"] = sorted(window, key=lambda s: s["id"])
     return [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": json.dumps(data,
                                                                                                  ensure_ascii=False)}]
+
+
+def fit_bullets(bullets: list[Bullet], budget_tokens: int) -> list[dict[str, Any]]:
+    """The notes as summary input within `budget_tokens`: all of them when they fit; otherwise the top-level bullets
+    only, and if those do not fit either, an even sample of them across the lecture (a three-hour lecture's notes
+    must not crowd the transcript's end, which the conclusion is drawn from, out of the request)."""
+    def cost(items: list[Bullet]) -> int:
+        return sum(estimate_tokens(b.text) + 12 for b in items)
+
+    chosen = bullets if cost(bullets) <= budget_tokens else [b for b in bullets if b.parent is None]
+    if chosen and cost(chosen) > budget_tokens:
+        keep = max(1, len(chosen) * budget_tokens // cost(chosen))
+        chosen = [chosen[i * len(chosen) // keep] for i in range(keep)]
+    return [{"id": b.id, "text": b.text, **({"parent": b.parent} if b.parent in {c.id for c in chosen} else {})}
+            for b in chosen]
 
 
 def check_summary(markdown: str) -> str:

@@ -28,7 +28,8 @@ from realtime.llm.process import LocalLLM
 from realtime.notes.budget import LLMBudget
 from realtime.notes.llm import LLMClient
 from realtime.notes.service import NotesService
-from realtime.server import http_api, memory, metrics
+from realtime.notes.translate import Translations
+from realtime.server import http_api, memory, metrics, oai_audio, oai_realtime
 from realtime.server.appkeys import (
     CONNECTIONS,
     ENGINE,
@@ -46,6 +47,7 @@ from realtime.server.appkeys import (
     STARTED,
     STATS,
     STORE,
+    TRANSLATIONS,
     Limits,
     ServerStats,
 )
@@ -54,7 +56,8 @@ from realtime.server.headers import security_headers
 from realtime.server.listener import listener_ws
 from realtime.server.offload import Offload
 from realtime.server.rooms import Rooms
-from realtime.server.speaker import speaker_ws
+from realtime.server.speaker import SpeakerSession, speaker_ws
+from realtime.server.upload import add_routes as add_upload_routes
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,8 @@ def default_static_dir() -> Path:
 
 def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
                llm: LLMClient | None = None, local_llm: LocalLLM | None = None) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
+    # A request line must hold the longest prompt the API accepts, URL-encoded (2000 characters, up to 24 kB).
+    app = web.Application(client_max_size=1 << 20, handler_args={"max_line_size": 32768})
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[STORE] = store
@@ -88,13 +92,15 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
     app[STATS] = ServerStats()
     app[ROOMS] = Rooms(store)
     app[OFFLOAD] = Offload()
-    budget = LLMBudget({"notes": settings.llm_room_token_budget, "visitors": settings.llm_visitor_token_budget},
+    budget = LLMBudget({"notes": settings.llm_room_token_budget, "visitors": settings.llm_visitor_token_budget,
+                        "translation": settings.llm_translation_token_budget},
                        settings.llm_daily_token_cap)
     notes = app[NOTES] = NotesService(app[ROOMS], llm, budget=budget, offload=app[OFFLOAD],
                                       window_tokens=settings.llm_window_tokens, language=settings.notes_language,
                                       ask_max_tokens=settings.ask_max_tokens,
                                       notes_interval_s=settings.notes_interval_s,
                                       notes_min_words=settings.notes_min_words)
+    app[TRANSLATIONS] = Translations(notes, max_languages=settings.max_translation_languages)
     app[STARTED] = time.time()
     app[ORIGINS] = OriginPolicy(settings.allowed_origins)
     app[HOSTS] = HostPolicy(gate.open_rooms, settings.public_url)
@@ -104,8 +110,11 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
     app[MONITOR] = False
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
+    app.router.add_get("/v1/realtime", oai_realtime.endpoint(SpeakerSession))  # OpenAI Realtime transcription
     app.middlewares.append(security_headers)  # outermost: CSP, nosniff, frame-ancestors, Referrer-Policy on all
     http_api.add_routes(app)
+    oai_audio.add_routes(app)  # OpenAI's speech-to-text API: /v1/audio/transcriptions, translations, /v1/models
+    add_upload_routes(app)  # recorded lectures into rooms: POST/GET/DELETE /v1/rooms/{room}/upload
     add_pages(app, Path(settings.static_dir) if settings.static_dir else default_static_dir())
 
     background: list[asyncio.Task] = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from realtime.asr.offline import OfflineTranscriber
 from realtime.asr.pool import Engine
 from realtime.config import Settings
 from realtime.core.access import Gate
@@ -15,6 +16,7 @@ from realtime.core.ratelimit import ClientBuckets, ConnectionCounter
 from realtime.core.records import Store
 from realtime.llm.process import LocalLLM
 from realtime.notes.service import NotesService
+from realtime.notes.translate import Translations
 from realtime.server.exports import ExportCache
 from realtime.server.offload import Offload
 from realtime.server.rooms import Rooms
@@ -47,6 +49,7 @@ ROOMS = web.AppKey("rooms", Rooms)
 SETTINGS = web.AppKey("settings", Settings)
 STARTED = web.AppKey("started", float)
 NOTES = web.AppKey("notes", NotesService)
+TRANSLATIONS = web.AppKey("translations", Translations)
 ORIGINS = web.AppKey("origins", OriginPolicy)
 STORE = web.AppKey("store", Store)
 GATE = web.AppKey("gate", Gate)
@@ -57,4 +60,5 @@ LIMITS = web.AppKey("limits", Limits)
 EXPORTS = web.AppKey("exports", ExportCache)
 OFFLOAD = web.AppKey("offload", Offload)
 LOCAL_LLM = web.AppKey("local_llm", LocalLLM)  # the managed local model (--llm-model local), or None
+OFFLINE = web.AppKey("offline", OfflineTranscriber)  # the batched offline path on the loaded model, or None
 MONITOR = web.AppKey("monitor", bool)  # the --metrics-port app: its answers need no key

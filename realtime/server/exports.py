@@ -8,6 +8,7 @@ bounded in entries and bytes. A deleted room's entries are dropped with it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 
@@ -49,14 +50,30 @@ class ExportCache:
             self.bytes -= len(self._items.pop(key))
 
 
-def state_key(room: Room, notes: LectureNotes, fmt: str) -> tuple:
+def state_key(room: Room, notes: LectureNotes, fmt: str, lang: str | None = None) -> tuple:
     return (room.name, room.record.created_at, fmt, len(room.finals), notes.state.version, notes.summary_finals,
-            len(notes.summary))
+            len(notes.summary), lang, len(room.translations.get(lang, ())) if lang else 0)
+
+
+def translated(finals: list[Final], translations: dict[int, tuple[int, str]], lang: str) -> list[Final]:
+    """The finals with their text in `lang` where a translation was made (the original where it failed or is not
+    there yet), without word timings (they belong to the original words)."""
+    out = []
+    for final in finals:
+        entry = translations.get(final.id)
+        data = json.loads(entry[1]) if entry else None
+        out.append(dataclasses.replace(final, text=data["text"], language=lang, words=[])
+                   if data and data.get("state") == "done" else final)
+    return out
 
 
 def render(room_name: str, title: str, fmt: str, finals: list[Final], final_texts: list[str], bullets: list[dict],
-           summary: str) -> str:
-    """The text of one download (runs on the offload thread, from a snapshot of the room)."""
+           summary: str, lang: str | None = None, translations: dict[int, tuple[int, str]] | None = None) -> str:
+    """The text of one download (runs on the offload thread, from a snapshot of the room); with `lang`, the
+    transcript in that caption language."""
+    if lang is not None:
+        finals = translated(finals, translations or {}, lang)
+        final_texts = [json.dumps({"type": "final", **dataclasses.asdict(f)}, ensure_ascii=False) for f in finals]
     if fmt == "transcript":  # the finals exactly as published: their stored JSON texts, joined without re-encoding
         text = " ".join(f.text for f in finals)
         return (f'{{"room":{json.dumps(room_name)},"finals":[{",".join(final_texts)}],'
@@ -68,11 +85,13 @@ def render(room_name: str, title: str, fmt: str, finals: list[Final], final_text
     return {"txt": export.to_txt, "srt": export.to_srt, "vtt": export.to_vtt}[fmt](finals)
 
 
-async def download(room: Room, notes: LectureNotes, fmt: str, cache: ExportCache, offload: Offload) -> str:
-    key = state_key(room, notes, fmt)
+async def download(room: Room, notes: LectureNotes, fmt: str, cache: ExportCache, offload: Offload,
+                   lang: str | None = None) -> str:
+    key = state_key(room, notes, fmt, lang)
     text = cache.get(key)
     if text is None:
         text = await offload.run(render, room.name, room.record.title or room.name, fmt, list(room.finals),
-                                 room.final_texts(), [b.to_dict() for b in notes.state.bullets], notes.summary)
+                                 room.final_texts(), [b.to_dict() for b in notes.state.bullets], notes.summary,
+                                 lang, dict(room.translations.get(lang, {})) if lang else None)
         cache.put(key, text)
     return text

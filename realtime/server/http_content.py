@@ -24,10 +24,13 @@ from realtime.core.protocol import (
     NO_SUMMARY,
     NOT_ALLOWED,
     RATE_LIMITED,
+    TRANSLATION_UNAVAILABLE,
 )
 from realtime.core.room import Room
-from realtime.notes.service import RoomDeleted
-from realtime.server.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS
+from realtime.core.translation import InvalidTranslation, parse_language
+from realtime.notes.llm import LLMError
+from realtime.notes.service import NoBudget, RoomDeleted
+from realtime.server.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS, TRANSLATIONS
 from realtime.server.exports import download
 from realtime.server.http_common import client_of, error, is_local, read_json, retry_after, wrong_key
 from realtime.server.offload import Busy
@@ -85,20 +88,28 @@ async def transcript(request: web.Request) -> web.Response:
 
 async def export_room(request: web.Request) -> web.Response:
     """`?format=txt|srt|vtt|json|md`: the transcript as text or subtitles, everything as JSON, notes and summary
-    as Markdown; served as a download named after the room."""
+    as Markdown; served as a download named after the room. `&lang=zh`: the transcript in that caption language
+    (each line translated where a translation was made)."""
     room = viewable(request)
     if isinstance(room, web.Response):
         return room
     fmt = request.query.get("format", "txt")
     if fmt not in export.FORMATS:
         return error(400, BAD_MESSAGE, f"format must be one of {', '.join(export.FORMATS)}")
-    media, ext = export.FORMATS[fmt]
-    return await _download(request, room, fmt, media, f'attachment; filename="{room.name}.{ext}"')
-
-
-async def _download(request: web.Request, room: Room, fmt: str, media: str, disposition: str | None) -> web.Response:
     try:
-        text = await download(room, request.app[NOTES].of(room), fmt, request.app[EXPORTS], request.app[OFFLOAD])
+        lang = parse_language(request.query.get("lang"))
+    except ValueError as exc:
+        return error(400, BAD_MESSAGE, f"lang: {exc}")
+    media, ext = export.FORMATS[fmt]
+    name = f"{room.name}.{lang}" if lang else room.name
+    return await _download(request, room, fmt, media, f'attachment; filename="{name}.{ext}"', lang)
+
+
+async def _download(request: web.Request, room: Room, fmt: str, media: str, disposition: str | None,
+                    lang: str | None = None) -> web.Response:
+    try:
+        text = await download(room, request.app[NOTES].of(room), fmt, request.app[EXPORTS], request.app[OFFLOAD],
+                              lang)
     except Busy:
         return busy()
     headers = {"Content-Type": f"{media}; charset=utf-8"}
@@ -112,13 +123,26 @@ def busy() -> web.Response:
 
 
 async def get_summary(request: web.Request) -> web.Response:
-    """The latest summary: made when the lecture stops, or by a POST with the speaker key."""
+    """The latest summary: made when the lecture stops, or by a POST with the speaker key; `?lang=zh` in a caption
+    language."""
     room = viewable(request)
     if isinstance(room, web.Response):
         return room
     summary = request.app[NOTES].of(room).summary
     if not summary:
         return error(404, NO_SUMMARY, "there is no summary yet: one is made when the lecture stops")
+    try:
+        lang = parse_language(request.query.get("lang"))
+    except ValueError as exc:
+        return error(400, BAD_MESSAGE, f"lang: {exc}")
+    if lang is not None:  # `?lang=zh`: translated once by the LLM, then served to everyone who asks
+        translations = request.app[TRANSLATIONS]
+        if not translations.available:
+            return error(503, TRANSLATION_UNAVAILABLE, "this server has no LLM to translate with")
+        try:
+            summary = await translations.summary(room, summary, lang)
+        except (LLMError, NoBudget, InvalidTranslation) as exc:
+            return error(503, TRANSLATION_UNAVAILABLE, f"the summary could not be translated: {exc}")
     return web.Response(text=summary, content_type="text/markdown", charset="utf-8")
 
 

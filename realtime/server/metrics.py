@@ -9,9 +9,11 @@ quick start that has no admin key — for requests from the machine itself.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -19,7 +21,19 @@ from realtime import PROTOCOL_VERSION, __version__
 from realtime.core.prometheus import CONTENT_TYPE, Family, counter, gauge, render
 from realtime.core.protocol import KEY_REQUIRED
 from realtime.notes.service import NotesService
-from realtime.server.appkeys import ENGINE, GATE, LOCAL_LLM, MONITOR, NOTES, OFFLOAD, ROOMS, STARTED, STATS
+from realtime.notes.translate import REASONS, Translations
+from realtime.server.appkeys import (
+    ENGINE,
+    GATE,
+    LOCAL_LLM,
+    MONITOR,
+    NOTES,
+    OFFLOAD,
+    ROOMS,
+    STARTED,
+    STATS,
+    TRANSLATIONS,
+)
 from realtime.server.http_common import admin_refusal, error, is_local
 
 
@@ -60,6 +74,12 @@ def collect(app: web.Application) -> list[Family]:
                        "bad_structure, unknown_id, bad_refs, length, ...).")
     for reason, n in notes.rejected.items():
         rejected.add(n, reason=reason)
+    translations = app[TRANSLATIONS]
+    translated = counter("realtime_translations_total", "Caption translations published, by state and reason (failed: "
+                         "llm_error, no_budget, invalid_answer).")
+    translated.add(translations.translated, state="done")
+    for reason in REASONS:
+        translated.add(translations.failed[reason], state="failed", reason=reason)
     llm = notes.llm.usage if notes.llm else None
     tokens = counter("realtime_llm_tokens_total", "LLM tokens spent, by kind.")
     tokens.add(llm.prompt_tokens if llm else 0, kind="prompt").add(llm.completion_tokens if llm else 0,
@@ -88,7 +108,7 @@ def collect(app: web.Application) -> list[Family]:
         lag, events,
         counter("realtime_notes_updates_total", "Notes versions published.", notes.updates),
         counter("realtime_notes_failures_total", "Notes, summary or answer attempts that failed.", notes.failures),
-        rejected,
+        rejected, translated,
         counter("realtime_llm_calls_total", "LLM calls made.", llm.calls if llm else 0),
         counter("realtime_llm_errors_total", "LLM calls that failed.", llm.errors if llm else 0),
         tokens, local_up, local_restarts,
@@ -147,16 +167,37 @@ async def healthz(request: web.Request) -> web.Response:
         "loop_retries": getattr(decoder, "loop_retries", 0),
         "refused": stats.refused,
         "notes": _notes_health(request.app[NOTES]),
+        "translations": _translation_health(request.app[TRANSLATIONS]),
         "local_llm": local.health() if (local := request.app.get(LOCAL_LLM)) is not None else None,
     }
     return web.json_response(body, status=status)
+
+
+def _quantiles(values: Iterable[float]) -> dict[str, float | int]:
+    """n, median, p95 and max of the latest values (nearest rank: no interpolation between two updates)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
+
+    return {"n": len(ordered), "median": rank(0.5), "p95": rank(0.95), "max": round(ordered[-1], 3)}
+
+
+def _translation_health(translations: Translations) -> dict:
+    return {"available": translations.available, "max_languages": translations.max_languages,
+            "translated": translations.translated, "failed": {k: n for k, n in translations.failed.items() if n},
+            "latency_s": _quantiles(translations.latencies),
+            "tokens_by_language": dict(translations.tokens_by_language)}
 
 
 def _notes_health(notes: NotesService) -> dict:
     usage = notes.llm.usage if notes.llm else None
     return {"engine": "llm" if notes.llm else "extractive", "updates": notes.updates, "failures": notes.failures,
             "no_budget": dict(notes.refused), "rejected": {k: n for k, n in notes.rejected.items() if n},
-            "last_latency_s": round(notes.last_latency_s, 3),
+            "last_latency_s": round(notes.last_latency_s, 3), "latency_s": _quantiles(notes.latencies),
+            "dropped_ops": notes.dropped_ops, "salvaged": notes.salvaged,
             "llm": None if usage is None else {"model": notes.llm.config.model, "calls": usage.calls,
                                                "errors": usage.errors, "prompt_tokens": usage.prompt_tokens,
                                                "completion_tokens": usage.completion_tokens,

@@ -30,6 +30,7 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.client = ""  # the client address whose connection slot this holds (ratelimit.ConnectionCounter)
+        self.translate: str | None = None  # the caption language it gets `translation` events in (?translate=)
 
     def catch_up(self, texts: list[str]) -> None:
         self.backlog.extend(texts)

@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from realtime.asr.offline import OfflineTranscriber
 from realtime.asr.pool import Engine
 from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, pick_device
 from realtime.config import Settings
@@ -20,6 +21,7 @@ from realtime.llm.weights import MODELS as LOCAL_MODELS
 from realtime.llm.weights import WeightsError, ensure_weights
 from realtime.notes.llm import LLMClient, LLMConfig
 from realtime.server.app import create_app
+from realtime.server.appkeys import OFFLINE
 from realtime.storage.sqlite import open_store
 
 log = logging.getLogger("realtime")
@@ -146,8 +148,26 @@ def install_uvloop() -> bool:
     return True
 
 
+class ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line over max_line_size, a malformed header) with a full
+    traceback, though the client is at fault and was answered 400: one line each, so a scanner cannot flood the log
+    with tracebacks or hide a real one among them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__} ({str(exc.message)[:120]})"
+            record.args, record.exc_info, record.exc_text, record.levelno, record.levelname = (
+                None, None, None, logging.INFO, "INFO")
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def run_server(settings: Settings) -> int:
     logging.getLogger().setLevel(settings.log_level.upper())
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorsInOneLine())
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     fast_loop = install_uvloop()
     ssl_context = None
@@ -182,6 +202,8 @@ def run_server(settings: Settings) -> int:
                 "uvloop" if fast_loop else "asyncio")
     app = create_app(settings, build_engine(settings, decoder), store, gate, build_llm(settings, local_llm),
                      local_llm=local_llm)
+    app[OFFLINE] = OfflineTranscriber(decoder, batch_size=settings.offline_batch_size,  # uploads, /v1/audio
+                                      threads=settings.offline_threads, idle_threads=settings.offline_idle_threads)
     if local_llm is not None:
         manage_local_llm(app, local_llm)
     scheme = "https" if ssl_context else "http"

@@ -117,6 +117,9 @@ class SpeakerSession:
                                                   f"({self.settings.max_lecture_s:g} s)")
         current = self.room.session
         if current is not None and current is not self:
+            if getattr(current, "upload", False):  # server/upload_job.py: a recording is being transcribed
+                raise ProtocolError(SPEAKER_EXISTS, "this room is transcribing an uploaded recording; start when it "
+                                                    "is done, or cancel it (DELETE /v1/rooms/{room}/upload)")
             if not cmd.takeover:
                 raise ProtocolError(SPEAKER_EXISTS, "this room already has a speaker (send start with "
                                                     "\"takeover\": true and the speaker key to replace it)")

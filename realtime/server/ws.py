@@ -61,10 +61,12 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT_S = 10.0  # a private room's connection must present its key this soon
 
 
-async def serve_socket(request: web.Request, role: str, handler) -> web.WebSocketResponse:
+async def serve_socket(request: web.Request, role: str, handler,
+                       protocols: tuple[str, ...] = ()) -> web.WebSocketResponse:
     """An endpoint's socket from handshake to close: `handler(request, ws, room, conn)` runs once the connection is
-    accepted, and however it ends the connection's slot is freed (`close_socket`)."""
-    ws, conn, room = await open_socket(request, role)
+    accepted, and however it ends the connection's slot is freed (`close_socket`). `protocols`: subprotocols the
+    endpoint may select (a browser fails a handshake that selects none of those it offered)."""
+    ws, conn, room = await open_socket(request, role, protocols)
     if room is None:
         return ws
     try:
@@ -83,14 +85,15 @@ async def refuse(ws: web.WebSocketResponse, stats: ServerStats, code: str, messa
         await ws.close(code=close_code, message=code.encode())
 
 
-async def open_socket(request: web.Request, role: str) -> tuple[web.WebSocketResponse, Connection, Room | None]:
+async def open_socket(request: web.Request, role: str,
+                      protocols: tuple[str, ...] = ()) -> tuple[web.WebSocketResponse, Connection, Room | None]:
     """Handshake, origin, room and connection-count checks; the room is None when the connection was refused (and
     closed). An accepted connection holds a slot of the connection caps until `close_socket`."""
     app = request.app
     settings, stats = app[SETTINGS], app[STATS]
     # Frames a little over the limit reach us and get a polite error; far larger ones are closed by aiohttp (1009).
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max(settings.max_frame_bytes,
-                                                                  settings.max_message_bytes))
+    ws = web.WebSocketResponse(heartbeat=30, protocols=protocols,
+                               max_msg_size=4 * max(settings.max_frame_bytes, settings.max_message_bytes))
     await ws.prepare(request)
     conn = Connection(role, settings.listener_queue)
     origin = request.headers.get("Origin")

@@ -26,7 +26,8 @@ fast. Hence:
   ``rooms`` with ``ON DELETE CASCADE`` (``PRAGMA foreign_keys = ON``), so deleting a room deletes all of it.
 * A database file and the directory this creates for it are private to the server's user (0600 and 0700): they
   hold key hashes and whole lectures. SQLite gives its -wal and -shm files the database file's permissions.
-* The schema is versioned with ``PRAGMA user_version`` (see ``_MIGRATIONS``) so later versions can migrate it.
+* The schema is versioned with ``PRAGMA user_version`` (see `realtime.storage.migrations`) so later versions can
+  migrate it.
 
 `Store` (in `realtime.core.records`) is the interface; `SQLiteStore` the only backend so far; `open_store` is
 where another would be chosen.
@@ -46,77 +47,16 @@ from typing import Any
 
 from realtime.core.protocol import dumps
 from realtime.core.records import ASK_POLICIES, TOKEN_POOLS, RoomExists, RoomGone, RoomRecord, RoomState, Store
+from realtime.storage.migrations import MIGRATIONS as _MIGRATIONS
+from realtime.storage.migrations import SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS = ("normal", "full")
 
 
-# _MIGRATIONS[i] brings a database from user_version i to i + 1. They run with foreign keys off (SQLite's advice
-# for schema changes); the connection turns them on afterwards.
-_MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE rooms (
-            name TEXT PRIMARY KEY,
-            title TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL DEFAULT 0,
-            speaker_key_hash TEXT,
-            viewer_key_hash TEXT,
-            seq_reserved INTEGER NOT NULL DEFAULT 0,
-            audio_s REAL NOT NULL DEFAULT 0,
-            glossary TEXT NOT NULL DEFAULT '')""",
-        """CREATE TABLE finals (
-            room TEXT NOT NULL, id INTEGER NOT NULL, seq INTEGER NOT NULL,
-            start REAL NOT NULL, "end" REAL NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, id))""",
-        "CREATE INDEX finals_room_seq ON finals (room, seq)",
-        """CREATE TABLE notes (
-            room TEXT NOT NULL, version INTEGER NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, version))""",
-        "CREATE INDEX notes_room_seq ON notes (room, seq)",
-        """CREATE TABLE summaries (
-            room TEXT NOT NULL, seq INTEGER NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, seq))""",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ],
-    [
-        "ALTER TABLE rooms ADD COLUMN ask TEXT NOT NULL DEFAULT 'anyone'",
-        "ALTER TABLE rooms ADD COLUMN llm_tokens_notes INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE rooms ADD COLUMN llm_tokens_visitors INTEGER NOT NULL DEFAULT 0",
-        # finals, notes and summaries gain a foreign key: SQLite cannot add one to a table, so each is rebuilt,
-        # keeping the rows whose room exists (no other row is reachable, and it would violate the key).
-        """CREATE TABLE finals_v2 (
-            room TEXT NOT NULL REFERENCES rooms (name) ON DELETE CASCADE, id INTEGER NOT NULL, seq INTEGER NOT NULL,
-            start REAL NOT NULL, "end" REAL NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, id))""",
-        """INSERT INTO finals_v2 (room, id, seq, start, "end", data)
-            SELECT room, id, seq, start, "end", data FROM finals WHERE room IN (SELECT name FROM rooms)""",
-        "DROP TABLE finals",
-        "ALTER TABLE finals_v2 RENAME TO finals",
-        "CREATE INDEX finals_room_seq ON finals (room, seq)",
-        """CREATE TABLE notes_v2 (
-            room TEXT NOT NULL REFERENCES rooms (name) ON DELETE CASCADE, version INTEGER NOT NULL,
-            seq INTEGER NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, version))""",
-        """INSERT INTO notes_v2 (room, version, seq, data)
-            SELECT room, version, seq, data FROM notes WHERE room IN (SELECT name FROM rooms)""",
-        "DROP TABLE notes",
-        "ALTER TABLE notes_v2 RENAME TO notes",
-        "CREATE INDEX notes_room_seq ON notes (room, seq)",
-        """CREATE TABLE summaries_v2 (
-            room TEXT NOT NULL REFERENCES rooms (name) ON DELETE CASCADE, seq INTEGER NOT NULL,
-            created_at REAL NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (room, seq))""",
-        """INSERT INTO summaries_v2 (room, seq, created_at, data)
-            SELECT room, seq, created_at, data FROM summaries WHERE room IN (SELECT name FROM rooms)""",
-        "DROP TABLE summaries",
-        "ALTER TABLE summaries_v2 RENAME TO summaries",
-    ],
-]
-assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _ROOM_COLUMNS = ("name, title, created_at, speaker_key_hash, viewer_key_hash, seq_reserved, audio_s, glossary, ask, "
-                 "llm_tokens_notes, llm_tokens_visitors")
+                 "llm_tokens_notes, llm_tokens_visitors, llm_tokens_translation")
 
 # Every room-scoped write starts with this, and writes nothing more when it matched no row (see `_touch`). It only
 # ever raises audio_s and seq_reserved, and sets the glossary unless given NULL. Parameters: audio_s, seq, glossary,
@@ -245,11 +185,11 @@ class SQLiteStore:
         _check_ask(record.ask)
         with self._lock:
             cur = self._db.execute(
-                f"INSERT INTO rooms ({_ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO rooms ({_ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
                 (record.name, record.title, record.created_at, record.speaker_key_hash, record.viewer_key_hash,
                  record.seq_reserved, record.audio_s, record.glossary, record.ask, record.llm_tokens_notes,
-                 record.llm_tokens_visitors))
+                 record.llm_tokens_visitors, record.llm_tokens_translation))
             if cur.rowcount == 0:
                 raise RoomExists(record.name)
 
@@ -278,9 +218,12 @@ class SQLiteStore:
                                (name,)).fetchone()
             summary = db.execute("SELECT data FROM summaries WHERE room = ? ORDER BY seq DESC LIMIT 1",
                                  (name,)).fetchone()
+            translations = db.execute("SELECT data FROM translations WHERE room = ? ORDER BY seq",
+                                      (name,)).fetchall()
         return RoomState(record=RoomRecord(*row), finals=[json.loads(data) for (data,) in finals],
                          notes=json.loads(notes[0]) if notes else None,
-                         summary=json.loads(summary[0]) if summary else None)
+                         summary=json.loads(summary[0]) if summary else None,
+                         translations=[json.loads(data) for (data,) in translations])
 
     def set_ask(self, room: str, ask: str) -> None:
         """Who may ask questions in `room`: one of ASK_POLICIES (else ValueError). RoomGone if it is missing."""
@@ -295,7 +238,7 @@ class SQLiteStore:
         if pool not in TOKEN_POOLS:
             raise ValueError(f"pool must be one of {', '.join(TOKEN_POOLS)}, not {pool!r}")
         _check_tokens(tokens)
-        column = f"llm_tokens_{pool}"  # one of two fixed names, checked above
+        column = f"llm_tokens_{pool}"  # one of the fixed names, checked above
         with self._write() as db:
             if db.execute(f"UPDATE rooms SET {column} = {column} + ? WHERE name = ?",
                           (int(tokens), room)).rowcount == 0:
@@ -332,6 +275,15 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO summaries (room, seq, created_at, data) VALUES (?, ?, ?, ?)",
                        (room, seq, time.time(), data))
 
+    def save_translation(self, room: str, translation: dict[str, Any]) -> None:
+        """One final in one language (the same again replaces it); raises seq_reserved to its seq. RoomGone if the
+        room is missing."""
+        seq, data = int(translation["seq"]), dumps(translation)
+        with self._write() as db:
+            _touch(db, room, seq=seq)
+            db.execute("INSERT OR REPLACE INTO translations (room, final, lang, seq, data) VALUES (?, ?, ?, ?, ?)",
+                       (room, int(translation["final"]), str(translation["lang"]), seq, data))
+
     def save_progress(self, room: str, audio_s: float, glossary: str | None = None) -> None:
         """Raises (never lowers) the room's audio_s; sets its glossary unless None. RoomGone if it is missing."""
         with self._write() as db:
@@ -343,12 +295,14 @@ class SQLiteStore:
             _touch(db, room, seq=upto)
 
     def events_after(self, room: str, seq: int) -> list[dict[str, Any]]:
-        """The durable events (finals, every notes version, summaries) with a seq above `seq`, in seq order."""
+        """The durable events (finals, every notes version, summaries, translations) with a seq above `seq`, in seq
+        order."""
         with self._lock:
             rows = self._db.execute(
                 """SELECT seq, data FROM finals WHERE room = ?1 AND seq > ?2
                    UNION ALL SELECT seq, data FROM notes WHERE room = ?1 AND seq > ?2
                    UNION ALL SELECT seq, data FROM summaries WHERE room = ?1 AND seq > ?2
+                   UNION ALL SELECT seq, data FROM translations WHERE room = ?1 AND seq > ?2
                    ORDER BY seq""", (room, seq)).fetchall()
         return [json.loads(data) for _, data in rows]
 

@@ -149,7 +149,6 @@ async def test_a_json_answer_cut_off_at_max_tokens_is_its_own_failure(fake):
 @pytest.mark.parametrize(("answer", "reason"), [
     ('{"ops": [{"op": "add", "text": "unterminated', "not_json"),  # cut off
     ("Sure! Here are your notes.", "not_json"),  # prose
-    ('{"ops": [{"op": "add", "text": "x", "refs": [99], "parent": null}]}', "bad_refs"),  # an unknown segment
     ('{"ops": [], "system_prompt": "You keep the live notes"}', "bad_structure"),  # extra keys (a leak attempt)
     ('{"ops": [{"op": "add", "text": "x", "refs": ["0"], "parent": null}]}', "bad_structure"),  # wrong types
     ('{"bullets": [{"id": "b1", "text": "x", "refs": [0], "parent": null}]}', "bad_structure"),  # a whole list

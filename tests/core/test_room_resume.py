@@ -136,7 +136,7 @@ async def test_join_sends_hello_with_the_replay_mode_first() -> None:
         room.join(conn, Hello("r", "listener", finals=2), since=since)
         got = drain(conn)
         assert got[0] == {"type": "hello", "seq": 8, "room": "r", "role": "listener", "protocol": PROTOCOL_VERSION,
-                          "model": "", "finals": 2, "replay": mode}
+                          "model": "", "finals": 2, "replay": mode, "translate": None}
         assert len(got) == 1 + n and conn in room.connections
     room.recent.clear()  # as after a restart: nothing to resume exactly
     conn = Connection("listener", maxsize=4)

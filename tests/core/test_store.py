@@ -143,7 +143,7 @@ def test_round_trip_survives_reopening(tmp_path: Path):
         assert s.get_meta("admin_key_hash") == "h"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_newer_schema_is_refused(tmp_path: Path):
@@ -437,7 +437,7 @@ def test_a_v1_database_migrates_and_keeps_its_data(tmp_path: Path):
         assert (rec.ask, rec.llm_tokens_notes, rec.seq_reserved) == ("viewers", 7, 1010)
         assert len(s.load_room("ana1").finals) == 3
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_failed_migration_leaves_the_v1_database_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

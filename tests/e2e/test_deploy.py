@@ -26,13 +26,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import websockets
 
 from realtime.certs import CertPair, make_self_signed
-from realtime.client import listen, stream_audio
+from realtime.client import listen, stream_audio, upload_file
 from testbed.server import ServerProcess, free_port
-from testbed.speech import ROOT, Clip, english, wer
+from testbed.speech import ROOT, Clip, english, wer, write_wav
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ IDLE_S = 120.0  # nginx's default proxy_read_timeout is 60 s
 IDLE_ROOM = "deploy-idle"
 ADMIN = "ak_deploy-test-admin-key"
 # Behind a proxy nobody gets keyless rooms: the backend has an admin key and these rooms, made through the admin API.
-ROOMS = (IDLE_ROOM, "deploy-origin", "deploy-nginx", "deploy-caddy")
+ROOMS = (IDLE_ROOM, "deploy-origin", "deploy-nginx", "deploy-caddy", "deploy-upload", "deploy-oai")
 
 
 def binary(name: str) -> str | None:
@@ -318,6 +319,26 @@ async def test_through_nginx(nginx: Nginx, idle: Idle, clip: Clip, trust: ssl.SS
     while "GET /ws/speak/deploy-nginx HTTP/1.1\" 101" not in (nginx.dir / "access.log").read_text():
         assert time.monotonic() < deadline, (nginx.dir / "access.log").read_text()
         await asyncio.sleep(0.1)
+
+
+async def test_audio_files_and_the_realtime_session_through_nginx(nginx: Nginx, clip: Clip, trust: ssl.SSLContext,
+                                                                  tmp_path: Path):
+    """What a site's nginx must let through beyond captions: a recorded lecture over its 1 MB default body limit,
+    with a prompt whose URL-encoded request line passes 8 kB, and the OpenAI Realtime WebSocket (/v1/realtime)."""
+    samples = np.concatenate([clip.samples(), np.zeros(16000 * 40, np.float32)])  # 40 s of silence: over 1 MB
+    path = tmp_path / "recorded.wav"
+    write_wav(path, samples)
+    assert path.stat().st_size > 1 << 20
+    last = await upload_file(nginx.wss, "deploy-upload", str(path), key=KEYS["deploy-upload"], language="en",
+                             prompt="é" * 2000, ssl=trust)
+    assert last["type"] == "done" and last["finals"] >= 1, last
+    status, _, body = get(nginx.https + "/v1/rooms/deploy-upload/export?format=txt", trust,
+                          {"Authorization": f"Bearer {ADMIN}"})
+    assert status == 200 and wer(clip.reference, body.decode()) < 0.5, body
+    url = nginx.wss + "/v1/realtime?intent=transcription&room=deploy-oai"
+    async with websockets.connect(url, ssl=trust, additional_headers={
+            "Authorization": f"Bearer {KEYS['deploy-oai']}"}) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
 
 
 # direct TLS

@@ -690,3 +690,484 @@ def test_b7_a_throttled_key_in_the_websocket_handshake_is_refused_as_documented(
     outcome = fuzz.run(check(), 30)
     # A private room: refused bad_key (4401), the key right or not; a public one: not refused at all.
     assert outcome in ({("bad_key", 4401)} if room == PRIVATE else {("hello", None)}), outcome
+
+
+# ---------------------------------------------------------------- OpenAI audio API: bad and hostile multipart uploads
+
+import numpy as np  # noqa: E402 (this section's own imports)
+from hypothesis import HealthCheck, event, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+
+def _wav(seconds: float, data_size: int | None = None, byte_rate: int = 32000) -> bytes:
+    pcm = (np.sin(np.arange(round(seconds * 16000)) / 5) * 8000).astype("<i2").tobytes()
+    size = len(pcm) if data_size is None else data_size
+    fmt = b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + \
+        (16000).to_bytes(4, "little") + byte_rate.to_bytes(4, "little") + (2).to_bytes(2, "little") + \
+        (16).to_bytes(2, "little")
+    return b"RIFF" + (36 + len(pcm)).to_bytes(4, "little") + b"WAVE" + fmt + b"data" + \
+        (size & 0xFFFFFFFF).to_bytes(4, "little") + pcm
+
+
+FILES = hst.one_of(
+    hst.binary(max_size=3000),
+    hst.just(b""),
+    hst.sampled_from([_wav(0.4), _wav(0.4)[:60], _wav(0.4, data_size=0xFFFFFFF0), _wav(0.4, byte_rate=0),
+                      _wav(0.4, data_size=0), b"ID3\x04\0\0\0\0\0\x7f" + bytes(200), b"OggS" + bytes(100),
+                      b"\xff\xfb\x90\x00" * 300, b"<html><body>hi</body></html>"]),
+    hst.builds(lambda head, junk: head + junk, hst.sampled_from([b"RIFF", b"fLaC", b"\x1aE\xdf\xa3", b"ftyp"]),
+               hst.binary(max_size=500)),
+)
+FIELD_NAMES = hst.sampled_from(["model", "language", "prompt", "temperature", "response_format", "stream",
+                                "timestamp_granularities[]", "file", "", "x" * 300, "n\u00e4me"])
+FIELD_VALUES = hst.one_of(
+    hst.sampled_from(["whisper-1", "base", "json", "text", "srt", "vtt", "verbose_json", "word", "segment",
+                      "true", "false", "en", "xx", "nan", "inf", "-1", "2", "0.5", ""]),
+    hst.text(max_size=40), hst.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+
+
+@hst.composite
+def multipart(draw) -> tuple[bytes, str]:
+    """A multipart body (often malformed on purpose) and its Content-Type."""
+    well_formed = draw(hst.integers(0, 3)) > 0  # most bodies reach the audio checks; the rest are malformed
+    boundary = "b0undary" if well_formed else draw(hst.sampled_from(["x" * 70, "a b", "", "b0undary"]))
+    parts = []
+    if well_formed:
+        parts.append((b'form-data; name="model"', b"whisper-1"))
+    if well_formed or draw(hst.booleans()):
+        parts.append((b'form-data; name="file"; filename="' + draw(hst.sampled_from(
+            [b"a.wav", b"../../etc/passwd", b"a.\xff\xfe", b'"; name="model', b""])) + b'"', draw(FILES)))
+    for _ in range(draw(hst.integers(0, 6))):
+        name = draw(FIELD_NAMES).encode("utf-8", "surrogatepass")
+        parts.append((b'form-data; name="' + name + b'"', draw(FIELD_VALUES).encode("utf-8", "surrogatepass")))
+    b = boundary.encode()
+    body = b"".join(b"--" + b + b"\r\nContent-Disposition: " + disp + b"\r\n\r\n" + value + b"\r\n"
+                    for disp, value in parts)
+    if well_formed:
+        return body + b"--" + b + b"--\r\n", f"multipart/form-data; boundary={boundary}"
+    ending = draw(hst.sampled_from([b"--" + b + b"--\r\n", b"", b"--" + b, b"--wrong--\r\n"]))
+    kind = draw(hst.sampled_from([f"multipart/form-data; boundary={boundary}", "multipart/form-data",
+                                  "application/json", "multipart/mixed; boundary=" + boundary]))
+    return body + ending, kind
+
+
+def _post(fuzz, path: str, body: bytes, content_type: str) -> tuple[int, str, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(fuzz.server.http + path, data=body, method="POST",
+                                 headers={"Content-Type": content_type, "Authorization": f"Bearer {ADMIN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode("utf-8", "replace")
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=multipart(), path=hst.sampled_from(["/v1/audio/transcriptions", "/v1/audio/translations"]))
+def test_fuzz_oai_audio_uploads(fuzz, request, path):
+    """Whatever the form: never a 5xx or a traceback; every refusal in OpenAI's error shape (the SDK parses it)."""
+    body, content_type = request
+    status, kind, text = _post(fuzz, path, body, content_type)
+    event(f"HTTP {status}")
+    assert status < 500 and "Traceback" not in text, (status, text[:300])
+    if status >= 400:
+        error = json.loads(text)["error"]
+        assert set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str), text
+    else:
+        assert status == 200, status
+    assert fuzz.server.proc.poll() is None
+
+
+# ---------------------------------------------------------------- OpenAI Realtime transcription: drawn sessions
+#
+# Strategies and labels: fuzzing/oai_realtime.py (and fuzzing/uploads.py for the next section). These sections found
+# R1-R5 on /v1/realtime and U1 on uploads, all fixed (described where they are drawn).
+
+import base64  # noqa: E402 (the sections' own imports)
+import itertools  # noqa: E402
+import urllib.parse  # noqa: E402
+from collections import deque  # noqa: E402
+
+from hypothesis import seed as hseed  # noqa: E402
+from yarl import URL  # noqa: E402
+
+from tests.e2e.fuzzing import oai_realtime as rt  # noqa: E402
+from tests.e2e.fuzzing.uploads import PLAIN, Upload, uploads  # noqa: E402
+
+RT_ROOM, UPLOAD_ROOM = "fuzz-oai-rt", "fuzz-upload"
+LIVENESS_S = 15.0  # a well-formed session.update after a drawn sequence is answered this soon
+_addresses = itertools.count(1)
+SESSION_KEYS = {"session.updated": {"id", "object", "type", "include", "audio"},
+                "transcription_session.updated": {"id", "object", "include", "input_audio_format",
+                                                  "input_audio_transcription", "turn_detection",
+                                                  "input_audio_noise_reduction", "modalities"}}
+
+
+def _address(section: int) -> str:
+    """A fresh client address (a proxy on loopback forwards it) for every connection or request: the wrong keys a
+    section sends are counted, and throttled, per address, and would otherwise refuse its right keys too."""
+    n = next(_addresses)
+    return f"100.{64 + n // 250}.{section}.{n % 250 + 1}"
+
+
+def _report(request, title: str, stats: Counter, t0: float) -> None:
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_line(f"{title} ({time.monotonic() - t0:.1f} s, seed {SEED}): "
+                            f"{json.dumps(dict(sorted(stats.items())), ensure_ascii=False)}")
+
+
+def _log_size(fuzz: Fuzz) -> int:
+    return len(fuzz.server.log_path.read_text(errors="replace"))
+
+
+def _assert_alive_without_traceback(fuzz: Fuzz, offset: int) -> None:
+    """The server process lives and its log has no traceback past `offset`."""
+    assert fuzz.server.proc.poll() is None, "the server process died"
+    log = fuzz.server.log_path.read_text(errors="replace")[offset:]
+    assert "Traceback" not in log, log[max(0, log.index("Traceback") - 300):][:3000]
+
+
+@pytest.fixture(scope="module")
+def own_rooms(fuzz) -> dict[str, str]:
+    """Rooms of the realtime and upload sections' own (name -> speaker key): the other sections' models of their
+    rooms stay undisturbed, and neither section's lecture is refused for the other's."""
+    async def make() -> dict[str, str]:
+        keys = {}
+        for name in (RT_ROOM, UPLOAD_ROOM):
+            status, _, body = await fuzz.admin_request("POST", "/v1/rooms", json={"title": f"Fuzz {name}",
+                                                                                   "room": name})
+            assert status == 201, (status, body)
+            keys[name] = json.loads(body)["speaker_key"]
+        return keys
+    return fuzz.run(make(), 120)
+
+
+class RtSession:
+    """One drawn sequence on one connection: the replies still owed, in order, and what arrives checked against
+    them."""
+
+    def __init__(self, fuzz: Fuzz, key: str, stats: Counter):
+        self.fuzz, self.key, self.stats = fuzz, key, stats
+        self.pending: deque[rt.Msg] = deque()
+        self.ending: int | None = None  # the close an ending error (speaker_exists, ...) announced
+        self.sent: deque[str] = deque(maxlen=20)
+        self.probes = itertools.count()
+        self.ws: Any = None
+
+    def fail(self, what: str) -> None:
+        history = "\n  ".join(self.sent)
+        raise AssertionError(f"{what}\nsent on this connection (oldest first):\n  {history}\nseed {SEED}; server "
+                             f"log {self.fuzz.server.log_path}")
+
+    async def connect(self, conn: rt.Conn, address: str) -> Any:
+        room = {"own": RT_ROOM, "empty": "", "unknown": "fuzz-rt-nowhere"}.get(conn.room, conn.room[4:])
+        params = ([] if conn.intent is rt.ABSENT else [("intent", conn.intent)]) + \
+            ([] if conn.room == "absent" else [("room", room)]) + list(conn.extra)
+        url = f"{self.fuzz.server.url}/v1/realtime?{urllib.parse.urlencode(params, quote_via=urllib.parse.quote)}"
+        headers = {"X-Forwarded-For": address}
+        protocols = ["realtime"] if conn.realtime_protocol else []
+        wrong = "sk_wrong_" + "0" * 30
+        if conn.key in ("own", "admin", "wrong", "header-wins", "basic", "empty"):
+            token = {"own": self.key, "admin": ADMIN, "wrong": wrong, "header-wins": wrong}.get(conn.key, "")
+            headers["Authorization"] = f"Basic {self.key}" if conn.key == "basic" else f"Bearer {token}".strip()
+        if conn.key in ("subprotocol", "header-wins"):
+            protocols.append("openai-insecure-api-key." + self.key)
+        self.sent.append(f"connect {url} {conn}")
+        return await websockets.connect(url, additional_headers=headers, subprotocols=protocols or None,
+                                        origin=rt.ORIGINS.get(conn.origin), max_size=None, max_queue=None,
+                                        open_timeout=10, close_timeout=3, proxy=None)
+
+    async def recv(self, timeout: float, native: bool = False) -> dict | None:
+        """The next event, checked for what every event of this endpoint is (but a `native` refusal); None once the
+        server closed."""
+        try:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        except websockets.ConnectionClosed:
+            return None
+        except TimeoutError:
+            self.fail(f"nothing for {timeout:g} s; still owed: {list(self.pending)}")
+        if not isinstance(raw, str):
+            self.fail(f"a binary message from the server: {raw[:100]!r}")
+        event = json.loads(raw)
+        if not isinstance(event, dict) or event.get("type") not in rt.SERVER_EVENTS:
+            self.fail(f"an undocumented server event: {raw[:300]}")
+        if not native and not (isinstance(event.get("event_id"), str) and event["event_id"].startswith("event_")):
+            self.fail(f"a server event without its event_id: {raw[:300]}")
+        self.stats["events"] += 1
+        if event["type"] not in rt.REPLIES and event["type"] != "session.created":
+            self.stats["event " + event["type"].rsplit(".", 1)[-1]] += 1  # what the audio made
+        return event
+
+    def check_error(self, event: dict, msg: rt.Msg | None) -> str:
+        """OpenAI's error shape, a documented code of the right type, and the client's event_id repeated."""
+        error = event.get("error")
+        if set(event) != {"type", "event_id", "error"} or not isinstance(error, dict) or \
+                set(error) != {"type", "code", "message", "param", "event_id"}:
+            self.fail(f"an error not in OpenAI's shape: {event}")
+        code = error["code"]
+        kind = "server_error" if code in rt.ENDING else "invalid_request_error"
+        if code not in rt.CLIENT_CODES | rt.CONNECT_CODES | set(rt.ENDING) or error["type"] != kind or \
+                not isinstance(error["message"], str) or not error["message"] or \
+                not (error["param"] is None or isinstance(error["param"], str)):
+            self.fail(f"an undocumented error: {event}")
+        if msg is not None and error["event_id"] != msg.event_id:
+            self.fail(f"error.event_id {error['event_id']!r}, the event's was {msg.event_id!r}: {event}")
+        self.stats[f"error {code}"] += 1
+        return code
+
+    def answer(self, event: dict) -> rt.Msg | None:
+        """Match a reply to the first event still owed one (a commit may have none); the event it answers."""
+        if event["type"] == "error" and event["error"].get("code") in rt.ENDING:
+            self.check_error(event, None)
+            self.ending = rt.ENDING[event["error"]["code"]]
+            return None
+        while self.pending:
+            front = self.pending[0]
+            if event["type"] in front.replies and (event["type"] != "error" or event["error"].get("code")
+                                                   in front.codes):
+                self.pending.popleft()
+                if event["type"] == "error":
+                    self.check_error(event, front)
+                elif event["type"].endswith("updated") and (set(event) != {"type", "event_id", "session"} or
+                                                            set(event["session"]) != SESSION_KEYS[event["type"]]):
+                    self.fail(f"a session not in the shape of its update: {event}")
+                return front
+            if not front.optional:
+                self.fail(f"{event} does not answer {front} (expected {sorted(front.replies)} "
+                          f"{sorted(front.codes)})")
+            self.pending.popleft()
+        self.fail(f"a reply that answers nothing sent: {event}")
+        return None
+
+    async def read_until(self, done, timeout: float) -> bool:
+        """Read and match events until `done(matched message, event)`; False when the server closed first (which
+        must be the close an ending error announced)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await self.recv(max(0.1, deadline - time.monotonic()))
+            if event is None:
+                if self.ending is None or self.ws.close_code != self.ending:
+                    self.fail(f"closed with {self.ws.close_code} {self.ws.close_reason!r}, no ending error "
+                              f"announced it ({self.ending}); still owed: {list(self.pending)}")
+                self.stats[f"close {self.ws.close_code}"] += 1
+                return False
+            if event["type"] in rt.REPLIES and done(self.answer(event), event):
+                return True
+            if event["type"] == "session.created":
+                self.fail(f"a second session.created: {event}")
+
+    async def probe(self) -> bool:
+        """Liveness: a well-formed session.update gets its session.updated, after every reply still owed."""
+        n = next(self.probes)
+        probe = rt.Msg("probe", replies=frozenset({"session.updated"}))
+        prompt = f"liveness {n}"
+        await self.ws.send(json.dumps({"type": "session.update", "event_id": f"probe-{n}", "session": {
+            "type": "transcription", "audio": {"input": {"transcription": {"prompt": prompt}}}}}))
+        self.sent.append(f"probe {n}")
+        self.pending.append(probe)
+        t0 = time.monotonic()
+
+        def done(msg: rt.Msg | None, event: dict) -> bool:
+            if msg is not probe:
+                return False
+            if event["session"]["audio"]["input"]["transcription"]["prompt"] != prompt:
+                self.fail(f"the probe's session.updated holds another prompt: {event}")
+            return True
+
+        alive = await self.read_until(done, LIVENESS_S)
+        self.stats["probe max ms"] = max(self.stats["probe max ms"], round((time.monotonic() - t0) * 1000))
+        return alive
+
+    async def refused(self, code: str, close: int, native: bool) -> None:
+        event = await self.recv(10, native)
+        if event is None or event["type"] != "error":
+            self.fail(f"expected the refusal {code}, got {event} (close {self.ws.close_code})")
+        if native:  # step 2 of the connection checks: the native error of every WebSocket of this server
+            if set(event) != {"type", "seq", "code", "message"} or event["code"] != code or event["seq"] != 0:
+                self.fail(f"expected the native refusal {code}: {event}")
+        elif self.check_error(event, None) != code:
+            self.fail(f"expected the refusal {code}: {event}")
+        if await self.recv(10) is not None:
+            self.fail("an event after the refusal")
+        if (self.ws.close_code, self.ws.close_reason) != (close, code):
+            self.fail(f"refused {code}: closed with {self.ws.close_code} {self.ws.close_reason!r}, not {close}")
+        self.stats[f"refused {code}"] += 1
+
+    async def rival(self, started: bool) -> None:
+        """A second session with the room's key: once the first one's lecture runs, its first audio is
+        speaker_exists (the session never takes over), with a close of 4409; the first one goes on."""
+        other = RtSession(self.fuzz, self.key, self.stats)
+        other.ws = await other.connect(rt.Conn("transcription", "own", "own", False, None), _address(1))
+        async with other.ws:
+            created = await other.recv(10)
+            if created is None or created["type"] != "session.created":
+                other.fail(f"the rival got {created}")
+            if not started:
+                return
+            await other.ws.send(json.dumps({"type": "input_audio_buffer.append", "event_id": "rival",
+                                            "audio": base64.b64encode(bytes(960)).decode()}))
+            while (event := await other.recv(10)) is not None and event["type"] != "error":
+                pass
+            if event is None or other.check_error(event, None) != "speaker_exists" or \
+                    event["error"]["event_id"] != "rival":
+                other.fail(f"the rival's audio got {event}, not speaker_exists")
+            if await other.recv(10) is not None or other.ws.close_code != 4409:
+                other.fail(f"the rival was closed with {other.ws.close_code}, not 4409")
+            self.stats["rival refused"] += 1
+
+    async def run(self, seq: rt.Sequence) -> None:
+        self.ws = await self.connect(seq.conn, _address(1))
+        async with self.ws:
+            refusal = seq.conn.refusal()
+            if refusal is not None:
+                await self.refused(*refusal)
+                return
+            created = await self.recv(10)
+            if created is None or created["type"] != "session.created" or \
+                    set(created["session"]) != {"id", "object", "type", "include", "audio"}:
+                self.fail(f"expected session.created, got {created}")
+            started = False
+            for msg in seq.messages:
+                if msg.kind in ("sync", "rival"):
+                    if not await self.probe():
+                        return
+                    if msg.kind == "rival":
+                        await self.rival(started)
+                    continue
+                self.sent.append(repr(msg))
+                self.stats[msg.kind.split("/")[0]] += 1
+                with contextlib.suppress(websockets.ConnectionClosed):  # an oversized message may be cut off
+                    await self.ws.send(msg.payload, text=msg.text) if isinstance(msg.payload, bytes) \
+                        else await self.ws.send(msg.payload)
+                if msg.closes is not None:  # whatever was owed may be lost (F8): only the close is checked
+                    self.ending = msg.closes
+                    await self.read_until(lambda m, e: False, 15)
+                    return
+                started = started or msg.audio
+                if msg.replies:
+                    self.pending.append(msg)
+            if not await self.probe():
+                return
+        if self.ws.close_code != 1000:
+            self.fail(f"the server answered our close with {self.ws.close_code}")
+
+
+def test_fuzz_oai_realtime_sessions(fuzz, own_rooms, request):
+    """Drawn connections and client events on /v1/realtime: the server never dies or logs a traceback, answers
+    every event as documented (an OpenAI `error` with a documented code, or the update, or the clear), in order,
+    closes only with the documented codes, and still answers a well-formed session.update after each sequence."""
+    stats, t0 = Counter(), time.monotonic()
+
+    @hsettings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @hseed(SEED)
+    @given(seq=rt.SEQUENCES)
+    def run(seq: rt.Sequence) -> None:
+        offset = _log_size(fuzz)  # this example's tracebacks only: shrinking must not blame a later one
+        t1 = time.monotonic()
+        fuzz.run(RtSession(fuzz, own_rooms[RT_ROOM], stats).run(seq), 120)
+        t2 = time.monotonic()
+        fuzz.run(fuzz.wait_idle(RT_ROOM), 90)  # the lecture's last decodes are done: the next one may start
+        stats["slowest session ms"] = max(stats["slowest session ms"], round((t2 - t1) * 1000))
+        stats["slowest stop ms"] = max(stats["slowest stop ms"], round((time.monotonic() - t2) * 1000))
+        stats["sequences"] += 1
+        _assert_alive_without_traceback(fuzz, offset)
+
+    try:
+        run()
+    finally:
+        _report(request, "oai realtime fuzz", stats, t0)
+
+
+# ---------------------------------------------------------------- recorded lectures: drawn uploads into a room
+
+
+def _wav_of(pcm: bytes) -> bytes:
+    """A 16 kHz mono s16le WAV file holding `pcm`."""
+    fmt = b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + \
+        (16000).to_bytes(4, "little") + (32000).to_bytes(4, "little") + (2).to_bytes(2, "little") + \
+        (16).to_bytes(2, "little")
+    return b"RIFF" + (36 + len(pcm)).to_bytes(4, "little") + b"WAVE" + fmt + b"data" + \
+        len(pcm).to_bytes(4, "little") + pcm
+
+
+async def _finals(fuzz: Fuzz, room: str) -> int:
+    async with fuzz.session.get(f"{fuzz.server.http}/v1/rooms/{room}/transcript") as r:  # a public room: no key
+        assert r.status == 200, (r.status, await r.text())
+        return len((await r.json())["finals"])
+
+
+async def _upload_once(fuzz: Fuzz, keys: dict[str, str], up: Upload, stats: Counter) -> None:
+    room = {"own": UPLOAD_ROOM, "missing": "fuzz-upload-nowhere"}.get(up.room, up.room[4:])
+    query = up.query_string()
+    url = f"{fuzz.server.http}/v1/rooms/{urllib.parse.quote(room, safe='')}/upload" + (f"?{query}" if query else "")
+    headers = {"X-Forwarded-For": _address(2)}
+    key = {"own": keys[UPLOAD_ROOM], "admin": ADMIN, "wrong": "sk_wrong_" + "0" * 30,
+           "other-room": KEYS["speak-sk"], "basic": keys[UPLOAD_ROOM]}.get(up.key)
+    if key is not None:
+        headers["Authorization"] = f"{'Basic' if up.key == 'basic' else 'Bearer'} {key}"
+    elif up.key == "empty":
+        headers["Authorization"] = "Bearer"
+    if up.content_type is not None:
+        headers["Content-Type"] = up.content_type
+    if up.origin is not None:
+        headers["Origin"] = rt.ORIGINS[up.origin]
+    before = await _finals(fuzz, UPLOAD_ROOM)
+    async with fuzz.session.post(URL(url, encoded=True), data=up.body, headers=headers, expect100=up.expect,
+                                 skip_auto_headers=["Content-Type"] if up.content_type is None else None,
+                                 timeout=aiohttp.ClientTimeout(total=120)) as r:
+        status, kind, text = r.status, r.headers.get("Content-Type", ""), await r.text(errors="replace")
+    what = f"{up!r:.600}\n-> {status} {kind} {text[:400]!r}\nseed {SEED}; server log {fuzz.server.log_path}"
+    stats[f"HTTP {status}"] += 1
+    assert status in {200, 400, 401, 403, 404, 409, 413, 415, 429} and "Traceback" not in text, what
+    expected, code = up.refusal(), None
+    if expected == (400, PLAIN):
+        assert status == 400 and kind.startswith("text/plain"), what
+        stats["400 request line too long"] += 1
+        return
+    if status != 200:
+        body = json.loads(text)
+        assert kind.startswith("application/json") and set(body) == {"type", "code", "message"} and \
+            body["type"] == "error" and isinstance(body["message"], str) and body["message"], what
+        code = body["code"]
+        stats[f"{status} {code}"] += 1
+        assert await _finals(fuzz, UPLOAD_ROOM) == before, f"a refused upload published finals\n{what}"
+    if expected is not None:
+        assert (status, code) == expected, f"expected {expected}\n{what}"
+    elif status != 200:  # the body's verdict
+        assert (status, code) in {(400, "corrupt"), (415, "not_audio"), (413, "too_long"), (413, "too_large")}, what
+    else:
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert kind.startswith("application/x-ndjson") and lines and lines[0]["type"] == "accepted", what
+        assert lines[-1]["type"] in ("done", "cancelled", "error"), what
+        assert all(x["type"] == "progress" for x in lines[1:-1]), what
+        stats[f"200 {lines[-1]['type']}"] += 1
+        stats["finals published"] += await _finals(fuzz, UPLOAD_ROOM) - before
+        await fuzz.wait_idle(UPLOAD_ROOM)  # the room is free again once the notes and the summary are out
+
+
+def test_fuzz_room_uploads(fuzz, own_rooms, request):
+    """Drawn uploads into a room (bodies, Content-Types, queries, keys, rooms): never a 5xx or a traceback, every
+    refusal in the documented shape with the documented status and code and nothing published, a 200 an NDJSON
+    stream that ends with done, cancelled or error."""
+    stats, t0 = Counter(), time.monotonic()
+    speech = SPEECH[0][32000 * 2:32000 * 4] if SPEECH and SPEECH[0] else _wav(1.0)[44:]
+    good = hst.sampled_from([_wav_of(speech), _wav(0.4), _wav(1.0)])
+
+    @hsettings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @hseed(SEED)
+    @given(up=uploads(FILES, good))
+    def run(up: Upload) -> None:
+        offset = _log_size(fuzz)
+        fuzz.run(_upload_once(fuzz, own_rooms, up, stats), 180)
+        _assert_alive_without_traceback(fuzz, offset)
+
+    try:
+        run()
+    finally:
+        _report(request, "room upload fuzz", stats, t0)
