@@ -18,9 +18,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
+from realtime.core.audio import Resampler, alaw_decode, ulaw_decode
 from realtime.core.protocol import LANGUAGES, MAX_PROMPT_CHARS, encodable, is_unicode
 
 INVALID = "invalid_request_error"
@@ -220,6 +224,25 @@ def session_object(config: Config, session_id: str, legacy: bool = False) -> dic
                                                     "turn_detection": turn, "noise_reduction": None}}}
 
 
+class Decoder:
+    """Client audio in the session's format to 16 kHz s16le (G.711 tables, polyphase resampling)."""
+
+    def __init__(self, fmt: str):
+        self.format = fmt
+        self.resample = Resampler(FORMATS[fmt], 16000)
+        self._odd = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.format == "audio/pcm":
+            data, self._odd = self._odd + data, b""
+            if len(data) % 2:
+                data, self._odd = data[:-1], data[-1:]
+            samples = np.frombuffer(data, "<i2")
+        else:
+            samples = (ulaw_decode if self.format == "audio/pcmu" else alaw_decode)(data)
+        return self.resample(samples).astype("<i2").tobytes()
+
+
 # ---------------------------------------------------------------- client events
 
 
@@ -247,9 +270,11 @@ class Clear:
 Command = Update | Append | Commit | Clear
 
 
-def parse_event(raw: str, max_bytes: int) -> tuple[Command, str | None]:
-    """One client event: the command and the client's `event_id`; an `OaiError` (carrying the event_id when one
-    could be read) for anything else."""
+def parse_event(raw: str, max_bytes: int,
+                command: Callable[[dict[str, Any]], Any] | None = None) -> tuple[Any, str | None]:
+    """One client event: the command (`command` reads it from the JSON object: the transcription session's by
+    default) and the client's `event_id`; an `OaiError` (carrying the event_id when one could be read) for anything
+    else."""
     if len(raw) > max_bytes:
         raise OaiError("message_too_large", f"client events are limited to {max_bytes} bytes")
     try:
@@ -264,7 +289,7 @@ def parse_event(raw: str, max_bytes: int) -> tuple[Command, str | None]:
     try:
         if "\\u" in raw and not encodable(msg):
             raise OaiError("invalid_value", "strings must be valid Unicode (a \\u escape spelled a lone surrogate)")
-        return _command(msg), event_id
+        return (command or _command)(msg), event_id
     except OaiError as exc:
         exc.event_id = event_id
         raise

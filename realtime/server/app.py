@@ -54,6 +54,7 @@ from realtime.server.appkeys import (
 from realtime.server.exports import ExportCache
 from realtime.server.headers import security_headers
 from realtime.server.listener import listener_ws
+from realtime.server.oai_translation import TranslationSession
 from realtime.server.offload import Offload
 from realtime.server.rooms import Rooms
 from realtime.server.speaker import SpeakerSession, speaker_ws
@@ -111,6 +112,7 @@ def create_app(settings: Settings, engine: Engine, store: Store, gate: Gate,
     app.router.add_get("/ws/speak/{room}", speaker_ws)
     app.router.add_get("/ws/listen/{room}", listener_ws)
     app.router.add_get("/v1/realtime", oai_realtime.endpoint(SpeakerSession))  # OpenAI Realtime transcription
+    app.router.add_get("/v1/realtime/translations", oai_realtime.endpoint(SpeakerSession, TranslationSession))
     app.middlewares.append(security_headers)  # outermost: CSP, nosniff, frame-ancestors, Referrer-Policy on all
     http_api.add_routes(app)
     oai_audio.add_routes(app)  # OpenAI's speech-to-text API: /v1/audio/transcriptions, translations, /v1/models

@@ -19,21 +19,19 @@ import secrets
 import time
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from realtime import PROTOCOL_VERSION
 from realtime.asr.vad import default_classifier
 from realtime.core.access import bearer, proxied
-from realtime.core.audio import Resampler, alaw_decode, ulaw_decode
 from realtime.core.oai_realtime import (
-    FORMATS,
     MIN_COMMIT_S,
     SERVER_ERROR,
     Append,
     Clear,
     Commit,
     Config,
+    Decoder,
     OaiError,
     Update,
     Vad,
@@ -95,35 +93,14 @@ class OaiOutbox(Connection):
         Connection.offer(self, json.dumps(event, ensure_ascii=False, separators=(",", ":")))
 
 
-class Decoder:
-    """Client audio in the session's format to 16 kHz s16le (G.711 tables, polyphase resampling)."""
-
-    def __init__(self, fmt: str):
-        self.format = fmt
-        self.resample = Resampler(FORMATS[fmt], 16000)
-        self._odd = b""
-
-    def __call__(self, data: bytes) -> bytes:
-        if self.format == "audio/pcm":
-            data, self._odd = self._odd + data, b""
-            if len(data) % 2:
-                data, self._odd = data[:-1], data[-1:]
-            samples = np.frombuffer(data, "<i2")
-        else:
-            samples = (ulaw_decode if self.format == "audio/pcmu" else alaw_decode)(data)
-        return self.resample(samples).astype("<i2").tobytes()
-
-
-def endpoint(session_class: type) -> Any:
+def endpoint(session_class: type, oai_class: type[OaiSession] | None = None) -> Any:
     """The handler, given the speaker session class (app.py passes `SpeakerSession`: endpoints do not import each
-    other)."""
+    other) and the OpenAI session it speaks (`OaiSession`, transcription, or a subclass: translation)."""
+    kind = oai_class or OaiSession
 
     async def realtime_ws(request: web.Request) -> web.StreamResponse:
         session_id = "sess_" + secrets.token_hex(10)
-        problem = None
-        if request.query.get("intent") != "transcription":
-            problem = OaiError("unsupported", "only transcription sessions are served here: connect with "
-                               "?intent=transcription", "intent")
+        problem = kind.check(request)
         room = request.query.get("room") or (session_id if request.app[GATE].open_rooms else "")
         if not room and problem is None:
             problem = OaiError("missing_required_parameter", "this server has no open rooms: name one with "
@@ -140,7 +117,7 @@ def endpoint(session_class: type) -> Any:
             return await _refuse_early(request, problem)
         request.match_info["room"] = room  # serve_socket's checks (origin, caps) read the room from the path
         return await serve_socket(request, "speaker",
-                                  lambda r, ws, rm, conn: serve(r, ws, rm, conn, session_class, session_id),
+                                  lambda r, ws, rm, conn: serve(r, ws, rm, conn, session_class, session_id, kind),
                                   _protocols(request))
 
     return realtime_ws
@@ -174,7 +151,8 @@ def request_key(request: web.Request) -> str | None:
 
 
 class OaiSession:
-    """One connection's state between the socket and the speaker session."""
+    """One connection's state between the socket and the speaker session: the transcription session. A subclass
+    speaks another session type over the same speaker pipeline (`oai_translation.TranslationSession`)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, room: Any, out: OaiOutbox,
                  speaker: Any, session_id: str):
@@ -186,6 +164,33 @@ class OaiSession:
         self.items = out.transcription
         self.decoder = Decoder(self.config.format)
         self.segmenter: TurnSegmenter | None = None
+
+    @staticmethod
+    def check(request: web.Request) -> OaiError | None:
+        """A problem with the connection's own query parameters, or None."""
+        if request.query.get("intent") != "transcription":
+            return OaiError("unsupported", "only transcription sessions are served here: connect with "
+                            "?intent=transcription (translation sessions: /v1/realtime/translations)", "intent")
+        return None
+
+    def created_event(self) -> dict[str, Any]:
+        return {"type": "session.created", "event_id": self.items.event_id(),
+                "session": session_object(self.config, self.session_id)}
+
+    def parse(self, data: str, max_bytes: int) -> tuple[Any, str | None]:
+        return parse_event(data, max_bytes)
+
+    async def dispatch(self, cmd: Any) -> bool:
+        """Do one client command; True when the session is over (never, for transcription)."""
+        if isinstance(cmd, Update):
+            await self.update(cmd.session, cmd.legacy)
+        elif isinstance(cmd, Append):
+            await self.append(cmd.audio)
+        elif isinstance(cmd, Commit):
+            await self.commit()
+        elif isinstance(cmd, Clear):
+            await self.clear()
+        return False
 
     @property
     def stream(self):
@@ -203,6 +208,11 @@ class OaiSession:
             self.send(self.items.partial(event))
         elif isinstance(event, Final):
             self.send(self.items.final(event))
+
+    def finish(self) -> None:
+        """The connection is gone: unhook from the room."""
+        with contextlib.suppress(ValueError):
+            self.room.on_publish.remove(self.on_event)
 
     def on_turn(self, start: bool, t: float, cleared: bool) -> None:
         self.send(self.items.turn_start(t) if start else self.items.turn_cleared(t) if cleared
@@ -285,7 +295,7 @@ def _default_vad(settings: Any) -> Vad:
 
 
 async def serve(request: web.Request, ws: web.WebSocketResponse, room: Any, conn: Connection, session_class: type,
-                session_id: str) -> None:
+                session_id: str, kind: type[OaiSession]) -> None:
     app, settings = request.app, request.app[SETTINGS]
     items = Transcription(secrets.token_hex(4))
     out = OaiOutbox(settings.listener_queue, items)
@@ -293,7 +303,7 @@ async def serve(request: web.Request, ws: web.WebSocketResponse, room: Any, conn
     task = asyncio.get_running_loop().create_task(sender(ws, out))
     key = request_key(request)
     speaker = session_class(app, room, out, key, client=conn.client, local=not proxied(request.headers))
-    oai = OaiSession(request, ws, room, out, speaker, session_id)
+    oai = kind(request, ws, room, out, speaker, session_id)
     close_code = CLOSE_NORMAL
     refusal = app[GATE].publish_refusal(room.record.speaker_key_hash, key, not proxied(request.headers))
     if key and not key_allowed(app[LIMITS], conn.client):
@@ -309,8 +319,7 @@ async def serve(request: web.Request, ws: web.WebSocketResponse, room: Any, conn
             await asyncio.wait_for(task, 5)
         return
     room.join(out, Hello(room.name, "speaker", PROTOCOL_VERSION, speaker.model, len(room.finals)))
-    out.send({"type": "session.created", "event_id": items.event_id(),
-              "session": session_object(oai.config, session_id)})
+    out.send(oai.created_event())
     ticker = asyncio.get_running_loop().create_task(oai.tick())
     opened = time.monotonic()
     max_bytes = max(settings.max_message_bytes, settings.max_frame_bytes * 2 + 4096)
@@ -328,15 +337,9 @@ async def serve(request: web.Request, ws: web.WebSocketResponse, room: Any, conn
                 if msg.type != WSMsgType.TEXT:
                     raise OaiError("invalid_value", "client events are JSON text messages (audio goes base64 in "
                                    "input_audio_buffer.append)")
-                cmd, event_id = parse_event(msg.data, max_bytes)
-                if isinstance(cmd, Update):
-                    await oai.update(cmd.session, cmd.legacy)
-                elif isinstance(cmd, Append):
-                    await oai.append(cmd.audio)
-                elif isinstance(cmd, Commit):
-                    await oai.commit()
-                elif isinstance(cmd, Clear):
-                    await oai.clear()
+                cmd, event_id = oai.parse(msg.data, max_bytes)
+                if await oai.dispatch(cmd):
+                    break
             except OaiError as exc:
                 if exc.event_id is None:  # refused after parsing (a session value, an empty commit)
                     exc.event_id = event_id
@@ -373,7 +376,6 @@ async def serve(request: web.Request, ws: web.WebSocketResponse, room: Any, conn
             await ws.close(code=out.close_code or close_code)
         with contextlib.suppress(Exception):
             await asyncio.shield(stopping)
-        with contextlib.suppress(ValueError):
-            room.on_publish.remove(oai.on_event)
+        oai.finish()
         if room.session is speaker:
             room.session = None

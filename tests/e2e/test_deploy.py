@@ -324,7 +324,8 @@ async def test_through_nginx(nginx: Nginx, idle: Idle, clip: Clip, trust: ssl.SS
 async def test_audio_files_and_the_realtime_session_through_nginx(nginx: Nginx, clip: Clip, trust: ssl.SSLContext,
                                                                   tmp_path: Path):
     """What a site's nginx must let through beyond captions: a recorded lecture over its 1 MB default body limit,
-    with a prompt whose URL-encoded request line passes 8 kB, and the OpenAI Realtime WebSocket (/v1/realtime)."""
+    with a prompt whose URL-encoded request line passes 8 kB, and the OpenAI Realtime WebSockets (/v1/realtime,
+    /v1/realtime/translations)."""
     samples = np.concatenate([clip.samples(), np.zeros(16000 * 40, np.float32)])  # 40 s of silence: over 1 MB
     path = tmp_path / "recorded.wav"
     write_wav(path, samples)
@@ -335,10 +336,10 @@ async def test_audio_files_and_the_realtime_session_through_nginx(nginx: Nginx, 
     status, _, body = get(nginx.https + "/v1/rooms/deploy-upload/export?format=txt", trust,
                           {"Authorization": f"Bearer {ADMIN}"})
     assert status == 200 and wer(clip.reference, body.decode()) < 0.5, body
-    url = nginx.wss + "/v1/realtime?intent=transcription&room=deploy-oai"
-    async with websockets.connect(url, ssl=trust, additional_headers={
-            "Authorization": f"Bearer {KEYS['deploy-oai']}"}) as ws:
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
+    for path in ("/v1/realtime?intent=transcription&", "/v1/realtime/translations?model=x&"):
+        async with websockets.connect(nginx.wss + path + "room=deploy-oai", ssl=trust, additional_headers={
+                "Authorization": f"Bearer {KEYS['deploy-oai']}"}) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
 
 
 # direct TLS

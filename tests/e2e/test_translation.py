@@ -167,3 +167,57 @@ async def test_the_viewer_menu_and_the_widget_attribute_in_chromium(server, clip
         await page.locator("#captions .final").first.wait_for()
         assert await page.locator("#captions .final .tr").count() == 0  # the lecture's language again
     assert errors == []
+
+
+async def test_the_openai_sdk_translation_session(server, clips):
+    """`client.realtime.translations.connect()` of the unmodified SDK, as the room's speaker: the source words and
+    their translation come as append-only deltas the SDK parses into its own types, the translation in the finals'
+    order, and `session.close` waits for the last line; the room's viewers see the same lecture."""
+    import base64
+
+    from openai import AsyncOpenAI
+
+    from realtime.core.audio import Resampler
+
+    lecture = make_lecture(english(clips)[:2], lead_s=0.5)
+    pcm24 = Resampler(16000, 24000)(lecture.audio).astype("<i2").tobytes()
+    room = "tr-oai"
+    viewer = asyncio.create_task(listen(server.url, room, idle=10, translate="de"))
+    await asyncio.sleep(0.3)
+    sdk = AsyncOpenAI(api_key="sk-any", base_url=server.http + "/v1", max_retries=0)
+    events = []
+    async with sdk.realtime.translations.connect(model="gpt-realtime-translate", extra_query={"room": room}) as conn:
+        created = await conn.recv()
+        assert type(created).__name__ == "RealtimeTranslationSessionCreatedEvent", created
+        assert created.session.type == "translation" and created.session.audio.output.language is None
+        await conn.session.update(session={"audio": {"output": {"language": "xx"}}})
+        refused = await conn.recv()
+        assert refused.type == "error" and refused.error.param == "session.audio.output.language", refused
+        await conn.session.update(session={"audio": {"output": {"language": "de"},
+                                                     "input": {"transcription": {"model": "whisper-1"}}}})
+        updated = await conn.recv()
+        assert updated.type == "session.updated" and updated.session.audio.output.language == "de"
+        step = 24000 * 2 // 5  # 200 ms, as OpenAI asks
+        for i in range(0, len(pcm24), step):
+            await conn.session.input_audio_buffer.append(audio=base64.b64encode(pcm24[i:i + step]).decode())
+            await asyncio.sleep(0.1)  # 2x real time
+        await conn.session.close()
+        async for event in conn:
+            events.append(event)
+            if event.type == "session.closed":
+                break
+    kinds = {type(e).__name__ for e in events}
+    assert kinds <= {"RealtimeTranslationInputTranscriptDeltaEvent", "RealtimeTranslationOutputTranscriptDeltaEvent",
+                     "RealtimeTranslationSessionClosedEvent"}, kinds
+    source = "".join(e.delta for e in events if e.type == "session.input_transcript.delta")
+    target = "".join(e.delta for e in events if e.type == "session.output_transcript.delta")
+    finals = [f for f in of((await viewer).events, "final")]
+    assert len(finals) >= 2
+    assert target == " ".join(f"[German] {f['text']}" for f in finals), (target, finals)
+    skeleton = lambda s: "".join(c for c in s.lower() if c.isalnum())  # noqa: E731
+    assert skeleton(source) == skeleton(" ".join(f["text"] for f in finals)), (source, finals)
+    elapsed = [e.elapsed_ms for e in events if e.type.endswith("transcript.delta")]
+    assert all(ms % 200 == 0 for ms in elapsed) and max(elapsed) <= len(pcm24) / 48, elapsed
+    # The viewers of the room got the same lines translated, once each.
+    lines = of((await viewer).events, "translation")
+    assert sorted(t["final"] for t in lines) == [f["id"] for f in finals]
