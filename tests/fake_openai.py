@@ -108,8 +108,8 @@ class FakeOpenAI:
                       for line in body["messages"][-1]["content"].splitlines()]
             return completion(body, "\n".join(marked))
         if system.startswith("You translate the live captions"):  # "[German] " + the line, as a marker
-            language = system.split(" into ", 1)[1].split(".", 1)[0]
-            line = json.loads(body["messages"][-1]["content"])["text"]
+            data = json.loads(body["messages"][-1]["content"])
+            language, line = data["into"], data["text"]
             return completion(body, json.dumps({"translation": f"[{language}] {line}"}, ensure_ascii=False))
         if system.startswith("You answer a student's question"):
             excerpts = json.loads(body["messages"][-1]["content"])["excerpts"]
