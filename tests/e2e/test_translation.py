@@ -221,3 +221,43 @@ async def test_the_openai_sdk_translation_session(server, clips):
     # The viewers of the room got the same lines translated, once each.
     lines = of((await viewer).events, "translation")
     assert sorted(t["final"] for t in lines) == [f["id"] for f in finals]
+
+
+async def test_the_translation_session_refuses_bad_events_and_goes_on(server):
+    """Each broken client event gets an OpenAI `error` with a documented code and the client's event_id, and the
+    session stays open; a connection without `model` is refused at once."""
+    url = server.url.replace("http", "ws", 1) + "/v1/realtime/translations"
+    async with websockets.connect(url + "?room=tr-bad") as ws:
+        first = json.loads(await ws.recv())
+        assert first["error"]["code"] == "missing_required_parameter" and first["error"]["param"] == "model"
+        await ws.wait_closed()
+        assert ws.close_code == 4400
+    cases = [
+        ("{", "invalid_json"), ("[]", "invalid_json"), ('{"type": 1}', "missing_required_parameter"),
+        ('{"type": "input_audio_buffer.commit", "event_id": "e1"}', "invalid_value"),
+        ('{"type": "session.input_audio_buffer.append", "audio": "%%%", "event_id": "e2"}', "invalid_value"),
+        ('{"type": "session.update", "session": {"model": "other"}, "event_id": "e3"}', "invalid_value"),
+        ('{"type": "session.update", "session": {"audio": {"output": {"language": ["de"]}}}}', "invalid_type"),
+        ('{"type": "session.update", "session": {"audio": {"output": {"language": "de"}}}, "event_id": "\\ud800"}',
+         "invalid_value"),  # a lone surrogate: refused, and that event_id cannot be echoed
+        ('{"type": "session.update", "session": {"audio": {"output": {"language": "de"}}}}', None),
+        ('{"type": "session.update", "session": {"audio": {"output": {"language": "fr"}}}}', None),  # de given up
+        (b"\x00\x01", "invalid_value"), ("x" * 70_000, "message_too_large"),
+    ]
+    async with websockets.connect(url + "?model=m&room=tr-bad") as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        for raw, code in cases:
+            await ws.send(raw)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if code is None:
+                assert reply["type"] == "session.updated", (raw, reply)
+                continue
+            assert reply["type"] == "error" and reply["error"]["code"] == code, (raw, reply)
+            sent_id = json.loads(raw).get("event_id") if isinstance(raw, str) and raw.startswith('{"') and \
+                "\\ud800" not in raw else None
+            assert reply["error"]["event_id"] == sent_id, (raw, reply)
+        await ws.send(json.dumps({"type": "session.close"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.closed"
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+    assert server.get_json("/healthz")["ready"] is True
