@@ -5,6 +5,8 @@
   between the two runs of the same process;
 - final sent -> translation sent, median and p95 (the server's own clock: `/healthz` translations.latency_s);
 - translation tokens per lecture minute per language (`/healthz` translations.tokens_by_language);
+- clause-level early translation, simulated from the run's own partials (`clause_simulation`): how much sooner
+  each word's translation would show, and the calls it would add;
 - arms: `local` (the bundled 1.5B, sharing the 2 cores with the recognizer) and `fast` (the scripted endpoint of
   the tests answering after a fixed `--fast-delay-s`: what a hosted model's latency gives).
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,16 +33,65 @@ from benchmarks.truth import lecture_truth
 from realtime.client import listen
 from testbed.server import Server
 
+CLAUSE_END = re.compile(r"[,;:.!?]$")
+MIN_CLAUSE_WORDS = 4  # a clause shorter than this waits for more words
+
+
+def clause_simulation(speaker: list[dict], arrived: dict[int, float], delay_s: float) -> dict[str, Any]:
+    """Would translating committed clauses before their final help, and what would it cost? Replays the speaker's
+    own partials: whenever an utterance's committed words end at a clause mark (`,;:.!?`) at least
+    MIN_CLAUSE_WORDS after the last cut, a clause translation is issued, visible `delay_s` later (the arm's
+    measured final -> translation median); the final is still translated whole, as now (`arrived`: final id ->
+    when its translation reached the viewer, audio clock). Per word of each final (Whisper's word end): when its
+    meaning first shows in the viewer's language, now and with clauses; and the calls that adds."""
+    cuts: dict[int, list[tuple[int, float]]] = {}  # utterance -> (words covered, when visible)
+    for e in speaker:
+        if e["type"] != "partial" or not e["committed"]:
+            continue
+        words = e["committed"].split()
+        done = cuts.setdefault(e["utterance"], [])
+        covered = done[-1][0] if done else 0
+        if len(words) - covered >= MIN_CLAUSE_WORDS and CLAUSE_END.search(words[-1]):
+            done.append((len(words), e["t"] + delay_s))
+    now, early, calls = [], [], 0
+    finals = [e for e in speaker if e["type"] == "final" and e["id"] in arrived]
+    for f in finals:
+        own = [c for c in cuts.get(f["utterance"], []) if c[1] < arrived[f["id"]]]
+        calls += len(own)
+        for i, w in enumerate(f["words"]):
+            shown = next((t for n, t in own if n > i), arrived[f["id"]])
+            now.append(arrived[f["id"]] - w["end"])
+            early.append(min(shown, arrived[f["id"]]) - w["end"])
+
+    def dist(xs: list[float]) -> dict[str, float]:
+        xs = sorted(xs)
+        return {"median": round(statistics.median(xs), 2), "p95": round(xs[int(0.95 * (len(xs) - 1))], 2)} \
+            if xs else {}
+
+    return {"word_end_to_translation_s": dist(now), "with_clauses_s": dist(early), "finals": len(finals),
+            "clause_calls": calls, "extra_calls_ratio": round(calls / max(1, len(finals)), 2),
+            "words_shown_earlier": sum(a < b - 1e-6 for a, b in zip(early, now, strict=True)), "words": len(now),
+            "assumed_clause_delay_s": delay_s}
+
 
 async def translated_run(server: Server, bench, truth, room: str, languages: list[str], drain_s: float
                          ) -> dict[str, Any]:
     """One streamed run with a viewer per language; waits (up to `drain_s`) for the translations to catch up."""
     got: dict[str, list[dict]] = {lang: [] for lang in languages}
-    viewers = [asyncio.create_task(listen(server.url, room, translate=lang, on_event=got[lang].append))
+    clock: list[float] = []  # the speaker's t0 on our monotonic clock (its events' `t` is audio time at 1.0x)
+
+    def stamp(lang: str) -> Any:
+        return lambda e: got[lang].append({**e, "mono": time.monotonic()})
+
+    def speaker_clock(e: dict) -> None:
+        if not clock:
+            clock.append(time.monotonic() - e["t"])
+
+    viewers = [asyncio.create_task(listen(server.url, room, translate=lang, on_event=stamp(lang)))
                for lang in languages]
     await asyncio.sleep(0.5)
     started = time.monotonic()
-    result = await play(server, bench, room, 1.0)
+    result = await play(server, bench, room, 1.0, also=speaker_clock)
     ids = {e["id"] for e in result.events if e["type"] == "final"}
     while time.monotonic() - started < bench.audio_s + drain_s:
         if all(ids <= {e["final"] for e in got[lang] if e["type"] == "translation"} for lang in languages):
@@ -50,8 +103,11 @@ async def translated_run(server: Server, bench, truth, room: str, languages: lis
     await asyncio.gather(*viewers, return_exceptions=True)
     report = measure(result.events, bench, truth, 1.0)
     done = {lang: sum(e["type"] == "translation" and e["state"] == "done" for e in got[lang]) for lang in languages}
+    arrived = {lang: {e["final"]: e["mono"] - clock[0] for e in got[lang] if e["type"] == "translation"
+                      and e["state"] == "done"} for lang in languages}
     return {"latency": report["latency"], "wer": report["wer"], "finals": len(ids), "translated": done,
-            "last_translation_after_audio_end_s": round(caught_up_s, 1)}
+            "last_translation_after_audio_end_s": round(caught_up_s, 1), "events": result.events,
+            "arrived": arrived}
 
 
 async def arm(name: str, args: argparse.Namespace, bench, truth, tmp: Path) -> dict[str, Any]:
@@ -84,6 +140,8 @@ async def arm(name: str, args: argparse.Namespace, bench, truth, tmp: Path) -> d
             "last_translation_after_audio_end_s": with_tr["last_translation_after_audio_end_s"],
             "tokens_per_lecture_minute": {lang: round(n / minutes) for lang, n in
                                           health["tokens_by_language"].items()},
+            "clauses": {lang: clause_simulation(with_tr["events"], with_tr["arrived"][lang],
+                                                health["latency_s"]["median"]) for lang in languages},
         }
     finally:
         server.stop()

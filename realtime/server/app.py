@@ -165,7 +165,7 @@ async def start_monitor(app: web.Application, port: int) -> web.AppRunner:
     """`--metrics-port`: /metrics and the detailed /healthz on loopback, with no key (for a Prometheus on the same
     machine, or one reached through an SSH tunnel); the main port serves them to the admin key only."""
     monitor = web.Application()
-    for key in (ENGINE, ROOMS, STATS, NOTES, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS, LOCAL_LLM):
+    for key in (ENGINE, ROOMS, STATS, NOTES, TRANSLATIONS, STARTED, SETTINGS, GATE, OFFLOAD, LIMITS, LOCAL_LLM):
         monitor[key] = app[key]
     monitor[MONITOR] = True
     monitor.router.add_get("/healthz", metrics.healthz)
