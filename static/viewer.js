@@ -28,9 +28,12 @@ function watch(room) {
   showUrl();
 }
 
-// The caption language: ?translate=zh in the page's address (a link can carry it), else none.
+// The caption language: ?translate=zh in the page's address (a link can carry it), else none. A code the menu
+// does not list (?translate=sv) gets an entry of its own, so the menu never claims the lecture's language.
 function translate(lang) {
-  $("translate").value = [...$("translate").options].some((o) => o.value === lang) ? lang : "";
+  const menu = $("translate");
+  if (lang && ![...menu.options].some((o) => o.value === lang)) menu.add(new Option(lang, lang));
+  menu.value = lang;
   if (lang) captions.setAttribute("translate", lang); else captions.removeAttribute("translate");
   captions.setAttribute("translation", prefs.only ? "only" : "both");
   $("only-label").hidden = !lang;

@@ -166,6 +166,9 @@ async def test_the_viewer_menu_and_the_widget_attribute_in_chromium(server, clip
         await wait_js(page, "!document.querySelector('#captions').hasAttribute('translate')")
         await page.locator("#captions .final").first.wait_for()
         assert await page.locator("#captions .final .tr").count() == 0  # the lecture's language again
+        await page.goto(f"{server.http}/?room={room}&translate=sv")  # a language the menu does not list
+        await page.locator("#captions .final .tr").first.wait_for()
+        assert await page.input_value("#translate") == "sv"
     assert errors == []
 
 
