@@ -20,6 +20,14 @@ from typing import Any
 from realtime.core.origins import parse_allowlist
 from realtime.core.protocol import BYTES_PER_SECOND, SAMPLE_RATE
 
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
 MIN_ADMIN_KEY_CHARS = 24  # a person's admin key must resist guessing as well as the 192-bit keys made here
 
 
@@ -107,8 +115,9 @@ class Settings:
                      "or a hub name such as large-v3 / large-v3-turbo (needs a download or a local HF cache).")
     device: str = opt("auto", "auto, cpu or cuda.")
     compute_type: str = opt("auto", "CTranslate2 compute type; auto = float16 on cuda, int8 on cpu.")
-    cpu_threads: int = opt(0, "Threads per decoder worker on CPU (0 = CTranslate2's default: 4 or OMP_NUM_THREADS).")
-    workers: int = opt(0, "Concurrent decoder workers (0 = 1 on CPU, 2 on CUDA).")
+    cpu_threads: int = opt(0, "Threads per decoder worker on CPU (0 = the cores shared out among the workers: 1 "
+                              "with the default workers).")
+    workers: int = opt(0, "Concurrent decoder workers (0 = one per CPU core on CPU, 2 on CUDA).")
     cache_dir: str = opt(_default_cache_dir, "Where the shipped model is reassembled.")
     max_speakers: int = opt(0, "Concurrent speaking rooms admitted (0 = 2 per CPU worker, 8 per CUDA worker).")
     # VAD

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 
 from realtime.asr.lane import Lane
 from realtime.asr.sniff import HEAD_BYTES, looks_like_audio
+from realtime.config import available_cpus
 from realtime.core.audio import SAMPLE_RATE
 
 CUT_WINDOW_S = 0.1  # the quiet point is the lowest-energy window of this length ...
@@ -269,7 +269,7 @@ class OfflineTranscriber:
         self.decoder = decoder
         self.lane: Lane | None = None
         if threads > 0 and getattr(decoder, "device", "cpu") == "cpu":
-            self.lane = Lane(partial(_own_pipeline, decoder), threads, idle_threads or available_cores())
+            self.lane = Lane(partial(_own_pipeline, decoder), threads, idle_threads or available_cpus())
         self.name: str = decoder.name
         self.batch_size = max(1, batch_size)
         self.multilingual: bool = bool(getattr(decoder, "multilingual", True))
@@ -314,13 +314,6 @@ class OfflineTranscriber:
                                           float(seg.temperature if seg.temperature is not None else temperature),
                                           float(seg.compression_ratio)))
         return out, info.language
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _own_pipeline(decoder: Any, threads: int) -> Any:

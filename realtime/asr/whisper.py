@@ -130,6 +130,16 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
+def cpu_layout(workers: int, threads: int, cpus: int) -> tuple[int, int]:
+    """Decoder workers and threads per worker on CPU (0 = choose): one worker per core, the cores shared out among
+    the workers. Measured on 2 cores (benchmarks/README.md, "Worker layout"): 2 workers x 1 thread kept the pooled
+    p95 at 2.30 s with 3 speakers and 2.39 s with 4, where 1 worker with CTranslate2's own thread count (4, on 2
+    cores) reached 4.44 and 5.41 s: one base decode does not keep two cores busy, two decodes side by side do, and
+    a single stream was no slower (p95 2.09 against 2.28 s)."""
+    workers = workers or max(1, cpus)
+    return workers, threads or max(1, cpus // workers)
+
+
 @dataclass
 class DecodeOptions:
     partial_beam: int = 1
@@ -150,6 +160,7 @@ class WhisperDecoder:
         self.device, self.compute_type = pick_device(device, compute_type)
         self.options = options or DecodeOptions()
         self.workers = workers
+        self.cpu_threads = cpu_threads
         self.loop_retries = 0  # trimmed-window finals that looped, re-decoded with the full window
         self._local = threading.local()
         from faster_whisper import WhisperModel

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from realtime.config import available_cpus
 from realtime.llm.weights import WeightsError, ensure_weights, local_model, model_path
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,6 @@ LOG_BYTES = 10 << 20  # the child's log is rotated (one old copy) at a start onc
 
 class LocalLLMError(RuntimeError):
     """The local model could not be started; one line meant for the user."""
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_threads(cpus: int | None = None) -> int:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from realtime.asr.offline import OfflineTranscriber
 from realtime.asr.pool import Engine
-from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, pick_device
-from realtime.config import Settings
+from realtime.asr.whisper import DecodeOptions, ModelError, WhisperDecoder, cpu_layout, pick_device
+from realtime.config import Settings, available_cpus
 from realtime.core.access import ADMIN_KEY_META, Gate, hash_key, is_loopback, new_key, open_rooms_allowed
 from realtime.core.records import Store
 from realtime.llm.process import LocalLLM, LocalLLMError
@@ -31,8 +31,11 @@ def build_decoder(settings: Settings) -> WhisperDecoder:
     device, compute_type = pick_device(settings.device, settings.compute_type)
     options = DecodeOptions(settings.partial_beam, settings.final_beam, settings.encoder_pad_s,
                             settings.final_encoder_pad_s)
-    workers = settings.workers or (2 if device == "cuda" else 1)
-    return WhisperDecoder(settings.model, device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads,
+    if device == "cuda":
+        workers, threads = settings.workers or 2, settings.cpu_threads
+    else:
+        workers, threads = cpu_layout(settings.workers, settings.cpu_threads, available_cpus())
+    return WhisperDecoder(settings.model, device=device, compute_type=compute_type, cpu_threads=threads,
                           workers=workers, cache_dir=settings.cache_dir, options=options)
 
 

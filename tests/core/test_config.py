@@ -222,3 +222,13 @@ def test_only_config_reads_realtime_xdg_and_hub_variables() -> None:
                  for line, name in _environment_reads(path.read_text())
                  if name == "?" or name.startswith(ENV_NAMES_OF_CONFIG)]
     assert not offenders, "read these through realtime.config: " + ", ".join(offenders)
+
+
+def test_the_cpu_layout_gives_each_core_a_worker_unless_told_otherwise() -> None:
+    from realtime.asr.whisper import cpu_layout
+
+    assert cpu_layout(0, 0, 2) == (2, 1)  # measured best on 2 cores (benchmarks/README.md, "Worker layout")
+    assert cpu_layout(0, 0, 1) == (1, 1)
+    assert cpu_layout(2, 0, 8) == (2, 4)  # fewer workers share the cores out
+    assert cpu_layout(1, 2, 8) == (1, 2)  # both given: kept
+    assert cpu_layout(0, 3, 4) == (4, 3)
