@@ -98,8 +98,9 @@ async def streamed(bench: Bench, prompt: str | None, tmp: Path) -> dict[str, Any
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "env": environment(), "speech": "espeak-ng -v cmn-latn-pinyin",
-                           "model": "base (shipped)", "sentences": len(SENTENCES), "prompt": PROMPT, "runs": {}}
+    out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "env": environment(),
+                           "speech": "espeak-ng -v cmn-latn-pinyin", "model": "base (shipped)",
+                           "sentences": len(SENTENCES), "prompt": PROMPT, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="chinese-") as tmp:
         clips = synthesize(Path(tmp) / "clips")
         lecture = make_lecture(clips)
