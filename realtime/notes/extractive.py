@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from realtime.notes import cjk
 from realtime.notes.state import MAX_TEXT, Bullet
 
 STOPWORDS = frozenset("""
@@ -52,7 +53,7 @@ whom why will with would yes you your going get got know think thing things okay
 """.split())
 BLOCK = 400  # most sentences in one TextRank graph (a 400 x 400 graph: about 5 MB of float64 matrices)
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_END = re.compile(rf"(?<=[.!?])\s+|(?<=[{cjk.SENTENCE_MARKS}])\s*")
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,19 @@ def sentences(segments: list[tuple[int, str]], min_words: int = 5) -> list[Sente
     out = []
     for seg_id, text in segments:
         for i, part in enumerate(p.strip() for p in _SENTENCE_END.split(text)):
-            if len(part.split()) >= min_words:
+            if cjk.long_enough(part, min_words):
                 out.append(Sentence(seg_id, i, part))
     return out
 
 
 def content_words(text: str) -> list[str]:
-    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOPWORDS and len(w) > 2]
+    """The terms of a text: its words of three letters or more that are not stopwords, and the bigrams of its CJK
+    runs, cut into words (`cjk`)."""
+    words = [w for w in (m.group(0).lower() for m in _WORD.finditer(cjk.RUN.sub(" ", text)))
+             if w not in STOPWORDS and len(w) > 2]
+    for run in cjk.RUN.findall(text):
+        words += cjk.words(run)
+    return words
 
 
 def tfidf(docs: list[list[str]]) -> tuple[np.ndarray, list[str]]:
@@ -173,7 +180,8 @@ def shortlist(docs: list[list[str]], weights: dict[str, float], size: int = BLOC
 
 def emphasise(text: str, terms: list[str]) -> str:
     for term in terms:
-        text = re.sub(rf"(?<![\w*])({re.escape(term)})(?![\w*])", r"**\1**", text, count=1, flags=re.IGNORECASE)
+        edge = r"\*" if cjk.has_cjk(term) else r"[\w*]"  # a CJK term sits inside a run of characters
+        text = re.sub(rf"(?<!{edge})({re.escape(term)})(?!{edge})", r"**\1**", text, count=1, flags=re.IGNORECASE)
     return text
 
 
@@ -197,7 +205,7 @@ def extract(segments: list[tuple[int, str]], max_bullets: int = 12, redundancy: 
     for i in np.argsort(-scores, kind="stable"):
         if len(chosen) == k:
             break
-        if norms[i] == 0:
+        if norms[i] == 0 or not cjk.bulletable(sents[pool[i]].text):
             continue
         sims = [float(matrix[i] @ matrix[j] / (norms[i] * norms[j])) for j in chosen]
         if all(s < redundancy for s in sims):

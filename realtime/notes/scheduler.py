@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from realtime.notes import cjk
+
 
 @dataclass
 class NotesScheduler:
@@ -12,12 +14,12 @@ class NotesScheduler:
     first_after_words: int = 25  # the first notes come early: a lecture should not show an empty panel for a minute
 
     def __post_init__(self) -> None:
-        self.new_words = 0
+        self.new_words = 0.0
         self.pending_since: float | None = None  # when the oldest text not yet in the notes arrived
         self.updates = 0
 
     def add_final(self, text: str, now: float) -> None:
-        words = len(text.split())
+        words = cjk.word_count(text)
         if words and self.pending_since is None:
             self.pending_since = now
         self.new_words += words
