@@ -56,6 +56,16 @@ def dev_lecture(quick: bool = False) -> Bench:
     return Bench("dev", make_lecture(clips))
 
 
+def long_utterances() -> Bench:
+    """The dev clips in pairs, each pair joined by 0.1 s (far under the VAD's 0.5 s hangover) into one utterance of
+    10-23 s, the pairs 1.5-2.5 s apart: long sentences, where the last words wait longest for their final and
+    utterances reach `--max-utterance-s`."""
+    clips = sorted(dev_clips(), key=lambda c: -c.samples().size)
+    order = [c for pair in zip(clips[0::2], clips[1::2], strict=False) for c in pair]
+    gaps = [0.1 if i % 2 == 0 else 1.5 + (i % 3) * 0.5 for i in range(len(order))]
+    return Bench("long-utterances", make_lecture(order, gaps=gaps))
+
+
 def long_lecture(minutes: float) -> Bench:
     """The dev clips repeated, joined by 1-3 s of noise, until the lecture lasts at least `minutes`."""
     clips = dev_clips()

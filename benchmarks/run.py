@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks import baselines, report
 from benchmarks.capacity import run_capacity
-from benchmarks.common import RESULTS, dev_lecture, environment, long_lecture, write_json
+from benchmarks.common import RESULTS, dev_lecture, environment, long_lecture, long_utterances, write_json
 from benchmarks.fanout import raise_fd_limit, run_fanout
 from benchmarks.overload import run_overload
 from benchmarks.stream import run_stream
@@ -56,6 +56,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--capacity", default="1,2,4,8", help="comma-separated N of concurrent speakers")
     p.add_argument("--listeners", type=int, default=1000)
     p.add_argument("--long-minutes", type=float, default=10.0)
+    p.add_argument("--lecture", choices=("dev", "long-utterances"), default="dev",
+                   help="what the stream, capacity and overload sections play (long: always the repeated dev clips)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report-only", action="store_true", help="only rebuild results.md and the plots")
     args = p.parse_args(argv)
@@ -89,7 +91,8 @@ async def run_model(model: str, args: argparse.Namespace, extra: list[str]) -> l
     names = args.sections.split(",")
     tag = label(model, args.device, args.compute_type)
     ns = [int(n) for n in args.capacity.split(",")]
-    benches = {n: long_lecture(args.long_minutes) if n == "long" else dev_lecture(args.quick) for n in names}
+    short = long_utterances() if args.lecture == "long-utterances" else dev_lecture(args.quick)
+    benches = {n: long_lecture(args.long_minutes) if n == "long" else short for n in names}
     truths = {n: lecture_truth(b, args.truth_model, args.device, args.compute_type) for n, b in benches.items()}
     heads: dict[str, dict[str, Any]] = {}
     for name, bench in benches.items():

@@ -123,8 +123,10 @@ class Lecture:
     clips: list[Clip]
 
 
-def make_lecture(clips: list[Clip], seed: int = 7, lead_s: float = 2.0, noise_db: float = -55.0) -> Lecture:
-    """Clips joined with 1-3 s gaps of low white noise, starting with `lead_s` of the same noise."""
+def make_lecture(clips: list[Clip], seed: int = 7, lead_s: float = 2.0, noise_db: float = -55.0,
+                 gaps: list[float] | None = None) -> Lecture:
+    """Clips joined with 1-3 s gaps of low white noise (or the given `gaps`, one after each clip), starting with
+    `lead_s` of the same noise."""
     rng = np.random.default_rng(seed)
     amp = 32768 * 10 ** (noise_db / 20)
 
@@ -137,7 +139,7 @@ def make_lecture(clips: list[Clip], seed: int = 7, lead_s: float = 2.0, noise_db
         spans.append((t, t + len(samples) / SR))
         parts.append(samples)
         t += len(samples) / SR
-        g = float(rng.uniform(1.0, 3.0)) if i < len(clips) - 1 else 1.0
+        g = gaps[i] if gaps is not None else float(rng.uniform(1.0, 3.0)) if i < len(clips) - 1 else 1.0
         parts.append(gap(g))
         t += g
     return Lecture(np.concatenate(parts), spans, clips)
