@@ -83,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
         llm.add_argument("--" + name.replace("_", "-"), dest=name, type=int if f.type == "int" else str, default=None,
                          metavar=name.upper(), help=f.metadata["help"])
 
+    notes = sub.add_parser("notes", help="notes and summary of a transcript made elsewhere (no server needed)",
+                           description="TRANSCRIPT: text with one utterance per line, or a JSON, SRT or VTT export. "
+                                       "Extractive unless --llm-model is given (local, local-0.5b, or an endpoint's).")
+    notes.add_argument("transcript")
+    notes.add_argument("--format", choices=("md", "json"), default="md")
+    notes.add_argument("--input-format", choices=("txt", "json", "srt", "vtt"), default=None,
+                       help="default: from the file name, else the content")
+    notes.add_argument("--glossary", default="", help="course terms, as a room's prompt")
+    notes.add_argument("-o", "--output", default=None, help="write to this file instead of standard output")
+    for name in ("llm_model", "llm_base_url", "llm_api_key", "llm_timeout_s", "llm_threads", "notes_language",
+                 "cache_dir"):
+        f = next(f for f in Settings.fields() if f.name == name)
+        notes.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper(),
+                           type={"int": int, "float": float}.get(f.type, str), help=f.metadata["help"])
+
     exp = sub.add_parser("export", help="download a room's transcript, subtitles, notes or summary")
     exp.add_argument("room")
     exp.add_argument("--format", choices=("txt", "srt", "vtt", "json", "md"), default="txt")
@@ -361,9 +376,15 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notes(args: argparse.Namespace) -> int:
+    from realtime.notes.transcript import run_cli
+
+    return run_cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"serve": _serve, "stream": _stream, "listen": _listen, "room": _room, "export": _export,
-                "certs": _certs, "llm": _llm, "upload": _upload}
+                "certs": _certs, "llm": _llm, "upload": _upload, "notes": _notes}
     return commands[args.command](args)
