@@ -21,7 +21,7 @@ MAX_OPS = 40  # in one answer
 # not a bullet; refs to segments that do not exist; an empty or an over-long bullet; more bullets or ops than
 # allowed; two bullets with one id; the answer cut off at max_tokens (finish_reason "length").
 REJECTIONS = ("not_json", "bad_structure", "unknown_id", "bad_refs", "empty", "too_long", "too_many", "duplicate_id",
-              "length")
+              "length", "empties")
 _NUMBERED = re.compile(r"b(\d{1,9})")
 
 
@@ -189,6 +189,11 @@ class NotesState:
 
     def apply_ops(self, ops: list[Op], source: str, known_segments: int, *,
                   base: list[Bullet] | None = None) -> NotesChange | None:
-        """Apply edits to the current bullets (or to `base`: [] when the LLM starts over from extractive notes)."""
-        proposal = apply_ops(self.bullets if base is None else base, ops, self.next_number())
+        """Apply edits to the current bullets (or to `base`: [] when the LLM starts over from extractive notes).
+        Edits that would leave no bullet at all are refused (`empties`): blank notes in the middle of a lecture help
+        nobody, and a small model did it (the bundled 0.5B removed the only bullet of a streamed lecture)."""
+        start = self.bullets if base is None else base
+        proposal = apply_ops(start, ops, self.next_number())
+        if start and not proposal:
+            raise InvalidNotes("the edits would remove every bullet", "empties")
         return self.apply(proposal, source, known_segments)

@@ -376,3 +376,11 @@ def test_edits_unrelated_to_the_transcript_or_repeated_are_dropped() -> None:
     assert [op.text for op in kept] == ["**Carnot efficiency**: 1 - Tc/Th", "A **reservoirs** pair drives the engine",
                                         ""]
     assert relevant([Op("add", text=A.text)], [A], [A.text]) == []  # a bullet the notes already have
+
+
+def test_edits_that_would_empty_the_notes_are_refused() -> None:
+    state = state_with(Bullet("b1", "**Entropy** grows", (1,)))
+    assert reason_of(state.apply_ops, [Op("remove", "b1")], "llm", 2) == "empties"
+    assert [b.id for b in state.bullets] == ["b1"]  # as they were
+    change = state.apply_ops([Op("remove", "b1"), Op("add", text="**Heat** flows downhill", refs=(2,))], "llm", 3)
+    assert change is not None and [b.text for b in change.bullets] == ["**Heat** flows downhill"]
