@@ -40,7 +40,8 @@ def guess_format(name: str, text: str) -> str:
 
 
 def parse(text: str, fmt: str) -> list[Final]:
-    """Finals (numbered from 1, in order) from a transcript in `fmt`; TranscriptError when it holds none."""
+    """Finals (numbered from 0, in order, as a room numbers its own) from a transcript in `fmt`; TranscriptError
+    when it holds none."""
     text = text.lstrip("\ufeff")
     if fmt == "json":
         finals = _json(text)
@@ -53,7 +54,7 @@ def parse(text: str, fmt: str) -> list[Final]:
     finals = [f for f in finals if f.text.strip()]
     if not finals:
         raise TranscriptError(f"no text found in this {fmt} transcript")
-    return [Final(i, i, f.start, f.end, f.text, f.language) for i, f in enumerate(finals, start=1)]
+    return [Final(i, i, f.start, f.end, f.text, f.language) for i, f in enumerate(finals)]
 
 
 def _json(text: str) -> list[Final]:

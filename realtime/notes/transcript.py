@@ -53,7 +53,7 @@ async def take_notes(finals: list[Final], llm: LLMClient | None = None, *, name:
 
 def markdown(result: dict[str, Any], finals: list[Final]) -> str:
     """The notes as the Markdown export shows them (bullets linked to their time), then the summary."""
-    at = {f.id: f.start for f in finals}
+    at = {f.id: f.start for f in finals}  # parse numbers them from 0, as the room does
     lines = ["# Notes", ""]
     children: dict[str, list[dict]] = {}
     for b in result["bullets"]:
