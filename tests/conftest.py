@@ -39,3 +39,14 @@ def offline_model(cache_dir: Path):
     from realtime.asr.whisper import ensure_shipped_base
 
     return WhisperModel(str(ensure_shipped_base(cache_dir)), device="cpu", compute_type="int8")
+
+
+@pytest.fixture(scope="module")
+async def fake_llm():
+    """The scripted OpenAI-compatible server (tests/fake_openai.py), one per test module that asks for it."""
+    from tests.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI()
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -11,17 +11,8 @@ from realtime.client import stream_audio
 from realtime.notes.prompt import SYSTEM_PROMPT
 from testbed.server import ServerProcess
 from testbed.speech import english, make_lecture
-from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-async def fake_llm():
-    fake = FakeOpenAI()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,8 @@ import websockets
 from realtime.client import listen, stream_audio, ws_url
 from testbed.server import ServerProcess
 from testbed.speech import english, make_lecture
-from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-async def fake_llm():
-    fake = FakeOpenAI()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture(scope="module")
