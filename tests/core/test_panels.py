@@ -1,0 +1,183 @@
+"""The study panels offline: the assignment detector on English and Chinese (with negatives), the glossary, the
+outline's sections, the catch-up, and the versioned panel state."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime.core.export import clock
+from realtime.core.protocol import Final
+from realtime.notes import panels
+from realtime.notes.catchup import catchup_request, check_catchup, covered, extractive_catchup
+from realtime.notes.outline import boundaries, offline_outline
+from realtime.notes.tasks import due_phrase, is_task, kind_of, offline_tasks
+from realtime.notes.terms import glossary_terms, offline_terms, rarity, singular
+
+TASKS = [  # (sentence, kind, due as said)
+    ("Read chapter four before Thursday.", "reading", "before Thursday"),
+    ("For Thursday, read chapter four of the textbook and solve problems three to seven.", "reading", "For Thursday"),
+    ("The homework is due Friday.", "deadline", "due Friday"),
+    ("You need to submit the lab report by next Monday.", "deadline", "by next Monday"),
+    ("The midterm covers chapters one to five.", "exam", ""),
+    ("Please watch the video before next class.", "assignment", "before next class"),
+    ("I want you to solve problems one to four for tomorrow.", "assignment", "for tomorrow"),
+    ("请大家课后阅读第四章。", "reading", ""),
+    ("作业下周一之前交。", "deadline", "下周一之前"),
+    ("期中考试安排在第八周。", "exam", "第八周"),
+    ("同学们记得下次课之前完成习题三到七。", "deadline", "下次课之前"),
+]
+NOT_TASKS = [
+    "I read a book on Thursday.",
+    "Look at this graph.",
+    "Do you know what entropy is?",
+    "We discussed the homework last week.",
+    "You need to understand entropy.",
+    "This is a test of the theory.",
+    "So we derived the formula on Monday.",
+    "The final result is a simple formula.",
+    "请大家看一下这个公式。",
+    "我昨天读了一本书。",
+    "我们上周讲了第三章。",
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "due"), TASKS)
+def test_assignments_are_found_with_kind_and_the_date_as_said(text: str, kind: str, due: str) -> None:
+    assert is_task(text), text
+    assert kind_of(text) == kind
+    assert due_phrase(text) == due
+
+
+@pytest.mark.parametrize("text", NOT_TASKS)
+def test_stories_and_classroom_instructions_are_not_assignments(text: str) -> None:
+    assert not is_task(text), text
+
+
+def finals_of(texts: list[str], step: float = 5.0) -> list[Final]:
+    return [Final(i, i, i * step, i * step + step - 0.5, t, "en") for i, t in enumerate(texts)]
+
+
+THERMO = [
+    "Good morning, today we start with the second law of thermodynamics.",
+    "Entropy is a measure of how many microscopic arrangements fit what we see.",
+    "The entropy of an isolated system never decreases.",
+    "Two students asked me about the entropy of a cup of coffee.",
+    "A heat engine takes heat from a hot reservoir and gives some to a cold reservoir.",
+    "The efficiency of a heat engine is the work out over the heat in.",
+    "Carnot showed that no heat engine beats a reversible one.",
+    "For Thursday, read chapter four of the textbook and solve problems three to seven.",
+]
+
+
+def test_the_glossary_ranks_the_lectures_rare_words_and_quotes_the_definition() -> None:
+    finals = finals_of(THERMO)
+    entries = offline_terms(finals)
+    terms = [e["term"] for e in entries]
+    assert "entropy" in terms and "heat engine" in terms and "Carnot" in terms, terms
+    assert not {"two", "students", "morning"} & set(terms), terms
+    entropy = next(e for e in entries if e["term"] == "entropy")
+    assert entropy["text"].startswith("Entropy is a measure"), entropy  # the defining sentence, not the first use
+    assert entropy["refs"] == [1] and entropy["start"] == 5.0
+    assert [e["start"] for e in entries] == sorted(e["start"] for e in entries)  # in order of first mention
+    panels.validate("terms", entries, len(finals))
+
+
+def test_the_lecturers_glossary_seeds_the_terms_once_said() -> None:
+    finals = finals_of(THERMO)
+    entries = offline_terms(finals, glossary="Clausius, isolated system; Boltzmann")
+    terms = [e["term"] for e in entries]
+    assert "isolated system" in terms  # said, and seeded
+    assert "Boltzmann" not in terms and "Clausius" not in terms  # never said: no entry without a mention
+    assert glossary_terms("梯度下降，学习率、正则化\nL2") == ["梯度下降", "学习率", "正则化", "L2"]
+
+
+def test_word_forms_and_rarity() -> None:
+    assert [singular(w) for w in ("engines", "processes", "class", "physics", "vertices", "goes", "erdős")] == [
+        "engine", "process", "class", "physics", "vertices", "go", "erdős"]
+    assert rarity("the") == 0.2 and rarity("entropy") > 2 > rarity("heat") and rarity("zzqxj") == 6.0
+    assert rarity("梯度") > rarity("我们")
+
+
+ZH = ["今天我们讲梯度下降。", "梯度是一个向量，它指向函数值增长最快的方向。", "梯度下降就是沿着梯度的反方向走一小步。",
+      "学习率决定每一步走多远。", "学习率太大，梯度下降会发散。", "正则化是防止过拟合的办法。",
+      "下周四之前请完成作业一。"]
+
+
+def test_chinese_terms_and_tasks() -> None:
+    finals = [Final(i, i, i * 4.0, i * 4.0 + 3.5, t, "zh") for i, t in enumerate(ZH)]
+    entries = offline_terms(finals)
+    terms = {e["term"] for e in entries}
+    assert "梯度" in terms and not {"我们", "今天", "一个"} & terms, terms
+    grad = next(e for e in entries if e["term"] == "梯度")
+    assert grad["text"] == "梯度是一个向量，它指向函数值增长最快的方向。"  # "梯度是": the defining sentence
+    tasks = offline_tasks(finals)
+    assert [(t["kind"], t["due"], t["refs"]) for t in tasks] == [("deadline", "下周四之前", [6])]
+
+
+def topic(words: list[str], n: int, t0: float) -> list[Final]:
+    return [Final(0, 0, t0 + 12.0 * i, t0 + 12.0 * i + 11.0,
+                  f"Here the {words[i % 3]} and the {words[(i + 1) % 3]} meet the {words[(i + 2) % 3]} again.", "en")
+            for i in range(n)]
+
+
+def test_the_outline_starts_a_section_where_the_vocabulary_changes() -> None:
+    first = topic(["entropy", "reservoir", "kelvin"], 14, 0.0)
+    second = topic(["vertex", "queue", "dijkstra"], 14, first[-1].end + 1.0)
+    finals = [Final(i, i, f.start, f.end, f.text, "en") for i, f in enumerate(first + second)]
+    assert boundaries(finals, [f.text.split() for f in finals]) == [14]
+    sections = offline_outline(finals)
+    assert [s["id"] for s in sections] == ["s0", "s14"] and sections[1]["start"] == finals[14].start
+    assert set(sections[1]["title"].lower().replace(",", "").split()) == {"vertex", "queue", "dijkstra"}
+    panels.validate("outline", sections, len(finals))
+    assert [s["id"] for s in offline_outline(finals[:10])] == ["s0"]  # too short for a second section
+
+
+def test_the_outline_needs_two_minutes_per_section() -> None:
+    fast = topic(["entropy", "reservoir", "kelvin"], 14, 0.0) + topic(["vertex", "queue", "dijkstra"], 14, 170.0)
+    finals = [Final(i, i, i * 5.0, i * 5.0 + 4.0, f.text, "en") for i, f in enumerate(fast)]  # 70 s per topic
+    assert boundaries(finals, [f.text.split() for f in finals]) == []
+
+
+def test_catch_up_offline_has_the_topic_the_points_and_what_is_said_now() -> None:
+    finals = finals_of(THERMO)
+    outline = [{"id": "s0", "title": "Entropy, heat engine", "refs": [0], "start": 0.0}]
+    tasks = offline_tasks(finals)
+    text = extractive_catchup(finals, outline, tasks)
+    assert text.startswith("**Current topic:** Entropy, heat engine (since 0:00)")
+    assert "**Right now:** " + THERMO[-3] in text and "[0:25]" in text  # the last three finals, from 0:25
+    assert "**Tasks given:**" in text and "chapter four" in text
+    assert covered(finals) == (0.0, 39.5) and extractive_catchup([], [], []) == "Nothing has been said yet.\n"
+    messages = catchup_request(finals, [], outline, budget_tokens=120, language="en")
+    assert '"transcript"' in messages[1]["content"] and THERMO[-1] in messages[1]["content"]
+    assert THERMO[0] not in messages[1]["content"]  # over the budget: the newest transcript is kept
+    with pytest.raises(ValueError):
+        check_catchup("```\n```")
+    assert check_catchup("```markdown\n- covered entropy [0:05]\n```") == "- covered entropy [0:05]\n"
+
+
+def test_panel_versions_report_what_changed_and_reject_unfounded_items() -> None:
+    state = panels.PanelState("tasks")
+    item = {"id": "a1.0", "text": "Read chapter 4.", "kind": "reading", "due": "", "refs": [1], "start": 5.0}
+    change = state.apply([item], "extractive", known_segments=2)
+    assert change is not None and (change.version, change.added) == (1, ["a1.0"])
+    assert state.apply([dict(item)], "extractive", known_segments=2) is None  # nothing new: nothing published
+    change = state.apply([{**item, "due": "Thursday"}], "extractive", known_segments=2)
+    assert change is not None and (change.version, change.changed, change.removed) == (2, ["a1.0"], [])
+    for bad in ({**item, "refs": [7]}, {**item, "kind": "party"}, {**item, "text": ""}, {**item, "refs": []}):
+        with pytest.raises(panels.InvalidPanel):
+            state.apply([bad], "extractive", known_segments=2)
+    assert state.version == 2
+    restored = panels.PanelState.from_event({"panel": "tasks", "version": 2, "source": "extractive",
+                                             "items": state.items})
+    assert restored.items == state.items and restored.version == 2
+
+
+def test_panels_as_markdown() -> None:
+    md = panels.markdown({"outline": [{"id": "s0", "title": "Entropy", "refs": [0], "start": 0.0}],
+                          "terms": [{"id": "t:entropy", "term": "entropy", "text": "Entropy is a measure.",
+                                     "refs": [1], "start": 65.0}],
+                          "tasks": [{"id": "a7.0", "text": "Read chapter 4.", "kind": "reading", "due": "Thursday",
+                                     "refs": [7], "start": 35.0}]}, clock)
+    assert md.splitlines() == ["## Outline", "- [0:00] Entropy", "", "## Key terms",
+                               "- **entropy**: Entropy is a measure. [1:05]", "", "## Assignments and deadlines",
+                               "- Reading: Read chapter 4. (due: Thursday) [0:35]"]
