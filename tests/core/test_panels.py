@@ -147,7 +147,7 @@ def test_catch_up_offline_has_the_topic_the_points_and_what_is_said_now() -> Non
     assert "**Right now:** " + THERMO[-3] in text and "[0:25]" in text  # the last three finals, from 0:25
     assert "**Tasks given:**" in text and "chapter four" in text
     assert covered(finals) == (0.0, 39.5) and extractive_catchup([], [], []) == "Nothing has been said yet.\n"
-    messages = catchup_request(finals, [], outline, budget_tokens=120, language="en")
+    messages = catchup_request(finals, [], outline, budget_tokens=330, language="en")
     assert '"transcript"' in messages[1]["content"] and THERMO[-1] in messages[1]["content"]
     assert THERMO[0] not in messages[1]["content"]  # over the budget: the newest transcript is kept
     with pytest.raises(ValueError):
