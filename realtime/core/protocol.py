@@ -310,6 +310,21 @@ class Notes(Event):
 
 
 @dataclass(frozen=True)
+class Panel(Event):
+    """A study panel beside the captions at `version` (`realtime.notes.panels`: terms, tasks or outline): the full
+    list of items plus what changed since the panel's previous version."""
+
+    type: ClassVar[str] = "panel"
+    panel: str  # terms | tasks | outline
+    version: int
+    source: str  # "extractive" (offline) or "llm"
+    items: list[dict[str, Any]]  # {id, refs: [final ids], start, ...}; the fields of each panel in docs/protocol.md
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Summary(Event):
     """The end-of-lecture summary, sent after `stop` (and when one is asked for over HTTP)."""
 

@@ -32,6 +32,7 @@ from realtime.core.protocol import (
     Final,
     Hello,
     Notes,
+    Panel,
     Partial,
     Status,
     Summary,
@@ -69,6 +70,11 @@ class Session(Protocol):
     async def stop(self) -> None: ...
 
 
+def latest_key(data: dict[str, Any]) -> str:
+    """Where a room keeps the latest event of a kind: its type, and a panel's name with it ("panel:terms")."""
+    return f"panel:{data['panel']}" if data["type"] == "panel" else data["type"]
+
+
 class Room:
     def __init__(self, name: str, store: Store | None = None, record: RoomRecord | None = None):
         self.name = name
@@ -80,7 +86,8 @@ class Room:
         self._final_seqs: list[int] = []  # the seq each final was sent with
         self._final_texts: list[str] = []  # the same finals, encoded once
         self.partial: dict[str, Any] | None = None
-        self._latest: dict[str, tuple[int, str]] = {}  # the latest notes and summary events: seq and text
+        # the latest notes, summary and panel events (a panel's under "panel:<name>"): seq and text
+        self._latest: dict[str, tuple[int, str]] = {}
         # lang -> final id -> (seq, text): translation events, sent only to the listeners of their language
         self.translations: dict[str, dict[int, tuple[int, str]]] = {}
         self.recent: deque[tuple[int, str, str | None]] = deque(maxlen=RESUME_EVENTS)  # seq, text, lang or None
@@ -107,9 +114,9 @@ class Room:
         room._final_texts = [dumps(f) for f in state.finals]
         if state.finals:
             room.audio_s = max(room.audio_s, state.finals[-1]["end"])
-        for data in (state.notes, state.summary):
+        for data in (state.notes, state.summary, *state.panels):
             if data is not None:
-                room._latest[data["type"]] = (int(data["seq"]), dumps(data))
+                room._latest[latest_key(data)] = (int(data["seq"]), dumps(data))
         for data in state.translations:
             room.translations.setdefault(data["lang"], {})[int(data["final"])] = (int(data["seq"]), dumps(data))
         return room
@@ -133,7 +140,7 @@ class Room:
         return next((i for i in range(len(self._final_seqs) - 1, -1, -1) if self._final_seqs[i] <= seq), -1) + 1
 
     def latest(self, kind: str) -> str | None:
-        """The latest `notes` or `summary` event as it was sent, or None."""
+        """The latest `notes`, `summary` or `panel:<name>` event as it was sent, or None."""
         latest = self._latest.get(kind)
         return latest[1] if latest else None
 
@@ -161,8 +168,8 @@ class Room:
                 self.partial = None
         elif isinstance(event, Partial):
             self.partial = data if (event.committed or event.unstable) else None
-        elif isinstance(event, Notes | Summary):
-            self._latest[event.type] = (self.seq, text)
+        elif isinstance(event, Notes | Summary | Panel):
+            self._latest[latest_key(data)] = (self.seq, text)
         lang = None
         if isinstance(event, Translation):
             lang = event.lang
@@ -201,6 +208,8 @@ class Room:
                 self.store.save_summary(self.name, data)
             elif isinstance(event, Translation):
                 self.store.save_translation(self.name, data)
+            elif isinstance(event, Panel):
+                self.store.save_panel(self.name, data)
             elif isinstance(event, Status):
                 self.store.save_progress(self.name, self.audio_s, self.glossary)
         except RoomGone:
@@ -229,13 +238,14 @@ class Room:
         """What a joining connection is sent after `hello`, and how it was chosen; with `lang`, the translations
         into it come too (each after the finals, as it would have come live).
 
-        - `history` (no `since`): every final so far and its translation, the current partial, the latest notes
-          and summary.
+        - `history` (no `since`): every final so far and its translation, the current partial, the latest notes,
+          panels and summary.
         - `exact`: every event after `since`, when the ring of recent events reaches back that far.
-        - `durable`: otherwise (a long outage, a restart in between): every final, notes and summary after
-          `since`, then the current partial. Partials and statuses in between are gone, and matter no more.
+        - `durable`: otherwise (a long outage, a restart in between): every final, and the latest notes, panels
+          and summary, sent after `since`, then the current partial. Partials and statuses in between are gone,
+          and matter no more.
         """
-        latest = [self._latest[k] for k in ("notes", "summary") if k in self._latest]
+        latest = sorted(self._latest.values())  # notes, panels and summary, as they were sent
         translated = sorted(self.translations.get(lang, {}).values()) if lang else []
         if since is None:
             texts = list(self._final_texts) + [text for _, text in translated]

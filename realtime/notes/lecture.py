@@ -1,4 +1,5 @@
-"""The notes side of one room (sans-I/O): its bullet notes, when to update them, and its latest summary.
+"""The notes side of one room (sans-I/O): its bullet notes and study panels, when to update them, and its latest
+summary.
 
 The room (`realtime.core.room.Room`) numbers and sends events and knows nothing of notes; the notes service keeps
 one `LectureNotes` per room in memory, made from the room's own events when it comes into memory, and feeds it
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from realtime.core.protocol import Event, Final, Summary
 from realtime.core.room import Room
+from realtime.notes.panels import PANELS, PanelState
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import NotesState
 
@@ -30,6 +32,8 @@ class LectureNotes:
     clock: Callable[[], float] = time.monotonic  # when new text arrived (a replay runs on simulated time)
     rejected: int = 0  # LLM notes answers rejected (since the room came into memory)
     last_rejection: str = ""  # the reason of the latest (state.REJECTIONS)
+    panels: dict[str, PanelState] = field(default_factory=lambda: {p: PanelState(p) for p in PANELS})
+    started_at: float | None = None  # wall-clock time the lecture began, as its first final tells (None: unknown)
 
     @classmethod
     def restore(cls, room: Room, schedule: NotesScheduler,
@@ -44,6 +48,10 @@ class LectureNotes:
             notes.first_new = room.finals_after(int(data["seq"]))
         for final in room.finals[notes.first_new:]:
             schedule.add_final(final.text, clock())
+        for name in PANELS:
+            latest = room.latest(f"panel:{name}")
+            if latest is not None:
+                notes.panels[name] = PanelState.from_event(json.loads(latest))
         latest = room.latest("summary")
         if latest is not None:
             data = json.loads(latest)
@@ -54,6 +62,8 @@ class LectureNotes:
         """Told of every event the room publishes."""
         if isinstance(event, Final):
             self.schedule.add_final(event.text, self.clock())
+            if self.started_at is None and event.id == 0:  # published as it is said: the lecture began end ago
+                self.started_at = time.time() - event.end
         elif isinstance(event, Summary):
             self.summary, self.summary_finals = event.markdown, event.finals
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,12 +103,14 @@ class LLMClient:
 
     async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
                    schema_name: str = "answer", json_mode: bool | None = None, stream: bool = False,
-                   max_tokens: int | None = None, temperature: float | None = None) -> Completion:
+                   max_tokens: int | None = None, temperature: float | None = None,
+                   on_text: Callable[[str], None] | None = None) -> Completion:
         """One answer. With `schema` (a JSON schema of the answer) it is asked for as a strict `json_schema`
         response format where the endpoint takes it; with `json_mode` as any JSON object; else as text. With
         `stream`, the answer arrives as server-sent chunks: a stalled generation is caught by the read timeout
         between chunks rather than only at the end. `max_tokens` caps this answer below the configured maximum;
         `temperature` replaces the configured one for this answer (0 where only fidelity counts: translations).
+        `on_text` (with `stream`) is told each piece of the answer as it arrives (a recap streamed to a reader).
         Raises LLMError, LLMTruncated for a JSON answer cut off at `max_tokens`."""
         self.waiting += 1
         try:
@@ -117,7 +120,7 @@ class LLMClient:
         try:
             return await self._complete(messages, schema, schema_name, json_mode, stream,
                                         min(max_tokens or self.config.max_tokens, self.config.max_tokens),
-                                        self.config.temperature if temperature is None else temperature)
+                                        self.config.temperature if temperature is None else temperature, on_text)
         finally:
             self._slots.release()
 
@@ -129,7 +132,8 @@ class LLMClient:
         return self.mode
 
     async def _complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
-                        json_mode: bool | None, stream: bool, max_tokens: int, temperature: float) -> Completion:
+                        json_mode: bool | None, stream: bool, max_tokens: int, temperature: float,
+                        on_text: Callable[[str], None] | None = None) -> Completion:
         import openai
 
         cfg = self.config
@@ -151,7 +155,7 @@ class LLMClient:
                 response = await self._client.chat.completions.create(
                     model=cfg.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
                     **extra)
-                answer = await self._collect(response, mode) if stream else self._read(response, mode)
+                answer = await self._collect(response, mode, on_text) if stream else self._read(response, mode)
                 if answer.finish_reason == "length" and wants_json:
                     self.usage.truncated += 1
                     raise LLMTruncated(f"the answer was cut off at max_tokens ({max_tokens})", answer)
@@ -200,13 +204,15 @@ class LLMClient:
             raise LLMError("the answer has no content")
         return Completion(choice.message.content, tokens, finish, mode)
 
-    async def _collect(self, chunks: Any, mode: str) -> Completion:
+    async def _collect(self, chunks: Any, mode: str, on_text: Callable[[str], None] | None = None) -> Completion:
         parts: list[str] = []
         tokens = 0
         finish = None
         async for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
+                if on_text is not None:
+                    on_text(parts[-1])
             if chunk.choices and chunk.choices[0].finish_reason:
                 finish = chunk.choices[0].finish_reason
             if getattr(chunk, "usage", None):

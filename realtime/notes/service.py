@@ -46,6 +46,7 @@ from realtime.notes.prompt import (
 )
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import REJECTIONS, InvalidNotes, NotesChange
+from realtime.notes.study import offline_panels, panels_markdown, publish_panels
 from realtime.notes.summary import (
     ask_request,
     check_summary,
@@ -55,7 +56,7 @@ from realtime.notes.summary import (
     retrieve,
     summary_request,
 )
-from realtime.server.offload import Offload
+from realtime.server.offload import Busy, Offload
 from realtime.server.rooms import Rooms
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,8 @@ class NotesService:
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
     async def _call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
-                    schema: dict | None = None, stream: bool = False, temperature: float | None = None) -> Completion:
+                    schema: dict | None = None, stream: bool = False, temperature: float | None = None,
+                    on_text: Callable[[str], None] | None = None) -> Completion:
         """One LLM call, its worst case reserved first and what it cost settled and stored after. With `schema` the
         answer is asked for as JSON of that shape (the client negotiates how), otherwise as text."""
         assert self.llm is not None
@@ -200,7 +202,7 @@ class NotesService:
         try:
             answer = await self.llm.chat(messages, schema=schema, schema_name=SCHEMA_NAME,
                                          json_mode=None if schema is not None else False, stream=stream,
-                                         max_tokens=max_tokens, temperature=temperature)
+                                         max_tokens=max_tokens, temperature=temperature, on_text=on_text)
             used = answer.tokens or prompt + estimate_tokens(answer.text)
             return answer
         except LLMTruncated as exc:  # the endpoint wrote (and bills) max_tokens
@@ -254,6 +256,9 @@ class NotesService:
                 log.warning("room %s: no LLM summary (%s); extractive summary instead", room.name, exc)
         if not markdown:
             markdown = await self.offload.run(extractive_summary, finals, list(notes.state.bullets), room.name)
+        study = panels_markdown(notes)
+        if study:
+            markdown = f"{markdown.rstrip()}\n\n{study}"
         room.publish(Summary(source, len(finals), markdown))
         return markdown
 
@@ -295,6 +300,7 @@ class NotesService:
         except (InvalidNotes, LLMError, NoBudget) as exc:
             self.failures += not isinstance(exc, NoBudget)
             log.warning("room %s: notes update rejected: %s", room.name, exc)
+            await self.refresh_panels(room)  # offline: they do not wait for the LLM
             return
         finally:
             notes.busy = False
@@ -305,6 +311,18 @@ class NotesService:
                                                      [b.to_dict() for b in change.bullets],
                                                      change.added, change.changed, change.removed)) is not None:
             self.updates += 1
+        await self.refresh_panels(room)
+
+    async def refresh_panels(self, room: Room) -> None:
+        """The study panels made again from the transcript so far; the ones that changed are published."""
+        if not room.finals or room.deleted:
+            return
+        try:
+            proposals = await self.offload.run(offline_panels, list(room.finals), room.glossary)
+        except Busy:
+            log.info("room %s: panels not refreshed (the offload thread is busy); next update", room.name)
+            return
+        publish_panels(room, self.of(room), proposals)
 
     async def _next(self, room: Room, notes: LectureNotes, finals: list[Final]) -> NotesChange | None:
         """The next version of the notes: the LLM's edits applied, or (while the LLM has not made the room's notes)

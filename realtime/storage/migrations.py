@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # MIGRATIONS[i] brings a database from user_version i to i + 1. They run with foreign keys off (SQLite's advice
 # for schema changes); the connection turns them on afterwards.
@@ -71,6 +71,13 @@ MIGRATIONS: list[list[str]] = [
             lang TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
             PRIMARY KEY (room, final, lang))""",
         "CREATE INDEX translations_room_seq ON translations (room, seq)",
+    ],
+    [
+        """CREATE TABLE panels (
+            room TEXT NOT NULL REFERENCES rooms (name) ON DELETE CASCADE, panel TEXT NOT NULL,
+            version INTEGER NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
+            PRIMARY KEY (room, panel, version))""",
+        "CREATE INDEX panels_room_seq ON panels (room, seq)",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -220,10 +220,14 @@ class SQLiteStore:
                                  (name,)).fetchone()
             translations = db.execute("SELECT data FROM translations WHERE room = ? ORDER BY seq",
                                       (name,)).fetchall()
+            panels = db.execute("""SELECT data FROM panels p WHERE room = ?1 AND version =
+                                   (SELECT MAX(version) FROM panels WHERE room = ?1 AND panel = p.panel)
+                                   ORDER BY seq""", (name,)).fetchall()
         return RoomState(record=RoomRecord(*row), finals=[json.loads(data) for (data,) in finals],
                          notes=json.loads(notes[0]) if notes else None,
                          summary=json.loads(summary[0]) if summary else None,
-                         translations=[json.loads(data) for (data,) in translations])
+                         translations=[json.loads(data) for (data,) in translations],
+                         panels=[json.loads(data) for (data,) in panels])
 
     def set_ask(self, room: str, ask: str) -> None:
         """Who may ask questions in `room`: one of ASK_POLICIES (else ValueError). RoomGone if it is missing."""
@@ -284,6 +288,15 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO translations (room, final, lang, seq, data) VALUES (?, ?, ?, ?, ?)",
                        (room, int(translation["final"]), str(translation["lang"]), seq, data))
 
+    def save_panel(self, room: str, panel: dict[str, Any]) -> None:
+        """Keeps every version of each study panel (the same version again replaces it); raises seq_reserved to its
+        seq. RoomGone if the room is missing."""
+        seq, data = int(panel["seq"]), dumps(panel)
+        with self._write() as db:
+            _touch(db, room, seq=seq)
+            db.execute("INSERT OR REPLACE INTO panels (room, panel, version, seq, data) VALUES (?, ?, ?, ?, ?)",
+                       (room, str(panel["panel"]), int(panel["version"]), seq, data))
+
     def save_progress(self, room: str, audio_s: float, glossary: str | None = None) -> None:
         """Raises (never lowers) the room's audio_s; sets its glossary unless None. RoomGone if it is missing."""
         with self._write() as db:
@@ -295,14 +308,15 @@ class SQLiteStore:
             _touch(db, room, seq=upto)
 
     def events_after(self, room: str, seq: int) -> list[dict[str, Any]]:
-        """The durable events (finals, every notes version, summaries, translations) with a seq above `seq`, in seq
-        order."""
+        """The durable events (finals, every notes and panel version, summaries, translations) with a seq above
+        `seq`, in seq order."""
         with self._lock:
             rows = self._db.execute(
                 """SELECT seq, data FROM finals WHERE room = ?1 AND seq > ?2
                    UNION ALL SELECT seq, data FROM notes WHERE room = ?1 AND seq > ?2
                    UNION ALL SELECT seq, data FROM summaries WHERE room = ?1 AND seq > ?2
                    UNION ALL SELECT seq, data FROM translations WHERE room = ?1 AND seq > ?2
+                   UNION ALL SELECT seq, data FROM panels WHERE room = ?1 AND seq > ?2
                    ORDER BY seq""", (room, seq)).fetchall()
         return [json.loads(data) for _, data in rows]
 

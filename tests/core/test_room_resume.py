@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime import PROTOCOL_VERSION
-from realtime.core.protocol import UNNUMBERED, Final, Hello, Notes, Partial, Status, Summary, Word
+from realtime.core.protocol import UNNUMBERED, Final, Hello, Notes, Panel, Partial, Status, Summary, Word
 from realtime.core.records import RoomRecord, RoomState
 from realtime.core.room import RESUME_EVENTS, SEQ_BLOCK, Room
 from realtime.notes.lecture import LectureNotes
@@ -356,3 +356,28 @@ async def test_shutdown_cancels_and_awaits_the_work_of_every_room() -> None:
     await asyncio.sleep(0)  # both under way
     await rooms.cancel_all()
     assert sorted(finished) == ["a", "b"] and not any(rooms.tasks(r) for r in rooms)
+
+
+async def test_panels_are_stored_replayed_and_restored_latest_version_of_each(tmp_path: Path) -> None:
+    path = str(tmp_path / "rooms.db")
+    store = SQLiteStore(path)
+    room = room_in(store, "r")
+    room.publish(final(0))  # seq 1
+    term = {"id": "t:entropy", "term": "entropy", "text": "Entropy never decreases.", "refs": [0], "start": 0.0}
+    task = {"id": "a0.0", "text": "Read chapter 4.", "kind": "reading", "due": "", "refs": [0], "start": 0.0}
+    room.publish(Panel("terms", 1, "extractive", [term], added=[term["id"]]))  # seq 2
+    room.publish(Panel("tasks", 1, "extractive", [task], added=[task["id"]]))  # seq 3
+    room.publish(Panel("terms", 2, "extractive", [{**term, "text": "Entropy is a measure."}],
+                       changed=[term["id"]]))  # seq 4
+    assert decode(room.replay(None)[1]) == [("final", 1), ("panel", 3), ("panel", 4)]
+    assert [e["seq"] for e in store.events_after("r", 1)] == [2, 3, 4]  # every version is kept
+    store.close()
+
+    store = SQLiteStore(path)
+    back = Room.restore(store.load_room("r"), store)
+    assert decode(back.replay(None)[1]) == [("final", 1), ("panel", 3), ("panel", 4)]
+    assert back.replay(3) == ("durable", [room.latest("panel:terms")])
+    notes = LectureNotes.restore(back, NotesScheduler())
+    assert notes.panels["terms"].version == 2 and notes.panels["terms"].items[0]["text"] == "Entropy is a measure."
+    assert notes.panels["tasks"].items == [task] and notes.panels["outline"].version == 0
+    store.close()

@@ -143,7 +143,7 @@ def test_round_trip_survives_reopening(tmp_path: Path):
         assert s.get_meta("admin_key_hash") == "h"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_newer_schema_is_refused(tmp_path: Path):
