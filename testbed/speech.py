@@ -63,6 +63,12 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
 
 def synthesize(target: Path) -> list[Clip]:
     """Speak the known sentences with espeak-ng (Debian package) into 16 kHz mono WAVs."""
+    return speak(SYNTH_SENTENCES, target)
+
+
+def speak(sentences: dict[str, str], target: Path) -> list[Clip]:
+    """Speak the given sentences (name -> text) with espeak-ng into 16 kHz mono WAVs: speech whose words a test
+    chooses (an assignment said out loud, a term defined)."""
     from realtime.audiofile import read_audio
 
     exe = shutil.which("espeak-ng")
@@ -71,7 +77,7 @@ def synthesize(target: Path) -> list[Clip]:
                            "(apt-get install espeak-ng, or set REALTIME_TEST_AUDIO)")
     target.mkdir(parents=True, exist_ok=True)
     clips = []
-    for name, text in SYNTH_SENTENCES.items():
+    for name, text in sentences.items():
         raw = target / f"{name}.raw.wav"
         subprocess.run([exe, "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
         path = target / f"{name}.wav"

@@ -246,7 +246,7 @@ def _bullet(b: Any) -> dict[str, Any]:
 
 
 def to_json(room: str, title: str, finals: Sequence[Final], notes: Iterable[Any] | None = None,
-            summary: str = "") -> str:
+            summary: str = "", panels: Mapping[str, list[dict[str, Any]]] | None = None) -> str:
     """Everything about the lecture in one machine-readable document (for archives and other tools)."""
     languages = Counter(f.language for f in finals if f.language)
     doc = {
@@ -258,6 +258,7 @@ def to_json(room: str, title: str, finals: Sequence[Final], notes: Iterable[Any]
                       "words": [{"w": w.w, "start": w.start, "end": w.end, "p": w.p} for w in f.words]}
                      for f in finals],
         "notes": [_bullet(b) for b in notes or []],
+        "panels": {name: list(items) for name, items in (panels or {}).items()},
         "summary": summary,
     }
     return _indented(doc, 0) + "\n"
@@ -378,12 +379,17 @@ def _note_lines(bullets: list[dict[str, Any]], starts: Mapping[Any, float]) -> l
     return out
 
 
-def to_markdown(title: str, notes: Iterable[Any] | None, summary: str, finals: Iterable[Final] | None = None) -> str:
-    """The notes and summary as one Markdown document; bullets link back to the lecture time they came from."""
+def to_markdown(title: str, notes: Iterable[Any] | None, summary: str, finals: Iterable[Final] | None = None,
+                panels: str = "") -> str:
+    """The notes and summary as one Markdown document; bullets link back to the lecture time they came from.
+    `panels`: the study panels' sections (outline, key terms, tasks), shown while there is no summary yet (a summary
+    carries them itself)."""
     bullets = [_bullet(b) for b in notes or []]
     starts = {f.id: f.start for f in finals or []}
     lines = [f"# {' '.join(title.split()) or 'Lecture notes'}", "", "## Notes", ""]
     lines += _note_lines(bullets, starts) if bullets else ["_No notes were taken._"]
     if summary.strip():
         lines += ["", "## Summary", "", demote_headings(summary.strip(), 3)]
+    elif panels.strip():
+        lines += ["", demote_headings(panels.strip(), 2)]
     return "\n".join(lines) + "\n"

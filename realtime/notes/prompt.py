@@ -83,6 +83,17 @@ ANSWER_SCHEMA: dict[str, Any] = {
 SCHEMA_NAME = "notes_ops"
 
 
+# A sentence said to a language model rather than to students ("ignore previous instructions and ..."): it is left
+# out of what the model is sent, as no lecture content is lost with it (defence in depth beside the prompt's rule).
+_TO_A_MODEL = re.compile(r"\b(?:ignore|disregard|forget)\b.{0,30}\b(?:instructions?|prompts?|rules)\b|"
+                         r"\b(?:system prompt|you are (?:an? )?(?:ai|assistant|language model|chatgpt))\b",
+                         re.IGNORECASE)
+
+
+def addressed_to_a_model(text: str) -> bool:
+    return _TO_A_MODEL.search(text) is not None
+
+
 def estimate_tokens(text: str) -> int:
     """A conservative token estimate (about 3.5 characters per token for English; more for other scripts)."""
     ascii_chars = sum(1 for c in text if ord(c) < 128)

@@ -29,6 +29,7 @@ from typing import TypeVar
 from realtime.core.protocol import Final, Notes, Summary
 from realtime.core.room import Room
 from realtime.notes.budget import POOLS, LLMBudget
+from realtime.notes.catchup_live import CatchUps
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
 from realtime.notes.lecture import LectureNotes
@@ -102,6 +103,7 @@ class NotesService:
         self.dropped_ops = 0  # LLM edits dropped as unrelated to the transcript or repeated (prompt.relevant)
         self.salvaged = 0  # answers cut off at max_tokens whose complete ops were kept (prompt.complete_ops)
         self._indexes: dict[str, TranscriptIndex] = {}
+        self.catchups = CatchUps(self)  # "catch me up" recaps, one per room at a time
 
     async def run(self, tick_s: float = 1.0) -> None:
         while True:
@@ -143,6 +145,7 @@ class NotesService:
         """A deleted room: its budget figures and index go too."""
         self.budget.forget(name)
         self._indexes.pop(name, None)
+        self.catchups.forget(name)
 
     def rejected_in(self, room: Room) -> int:
         """LLM notes answers rejected for this room since it came into memory (its `status`'s notes_rejected)."""
@@ -183,7 +186,7 @@ class NotesService:
 
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
-    async def _call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
+    async def call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
                     schema: dict | None = None, stream: bool = False, temperature: float | None = None,
                     on_text: Callable[[str], None] | None = None) -> Completion:
         """One LLM call, its worst case reserved first and what it cost settled and stored after. With `schema` the
@@ -249,8 +252,8 @@ class NotesService:
             messages = summary_request(finals, notes.state.bullets, budget_tokens=self.window_tokens * 2,
                                        glossary=room.glossary, language=self.language or "the lecture's language")
             try:
-                markdown, source = check_summary(
-                    (await self._call(room, pool, messages, self.llm.config.max_tokens)).text), "llm"
+                markdown, source = check_summary(  # temperature 0: a summary is to be faithful, not varied
+                    (await self.call(room, pool, messages, self.llm.config.max_tokens, temperature=0.0)).text), "llm"
             except (LLMError, ValueError, NoBudget) as exc:
                 self.failures += not isinstance(exc, NoBudget)
                 log.warning("room %s: no LLM summary (%s); extractive summary instead", room.name, exc)
@@ -276,7 +279,7 @@ class NotesService:
         citations = [{"id": f.id, "start": f.start} for f in excerpts]
         if self.llm is not None and excerpts:
             try:
-                answer = await self._call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
+                answer = await self.call(room, "visitors", ask_request(question, excerpts), self.ask_max_tokens,
                                           stream=True)
                 return {"answer": cite_times(answer.text.strip(), excerpts), "source": "llm", "citations": citations}
             except (LLMError, NoBudget) as exc:
@@ -335,7 +338,7 @@ class NotesService:
                                     next_id=f"b{notes.state.next_number()}", max_tokens=self.llm.config.max_tokens)
             try:
                 try:
-                    answer = await self._call(room, "notes", request.messages, request.max_tokens,
+                    answer = await self.call(room, "notes", request.messages, request.max_tokens,
                                               schema=ANSWER_SCHEMA)
                     ops = parse_ops(answer.text, len(finals))
                 except LLMTruncated as exc:  # the ops it finished are a smaller edit: keep them

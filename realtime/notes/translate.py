@@ -1,7 +1,7 @@
 """Caption translation for viewers (the asyncio shell around `realtime.core.translation`).
 
 Each room with someone watching a caption language gets one worker task that takes the plan's jobs in order and
-publishes a `translation` event per final and language. The LLM call goes through the notes service (`_call`: the
+publishes a `translation` event per final and language. The LLM call goes through the notes service (`call`: the
 same client, retries, the room's `translation` token pool and the server's daily cap), so a spent budget or an LLM
 outage is one `failed` translation with its reason, never a held-up caption: finals are published before their jobs
 exist, and nothing on the caption path awaits a translation.
@@ -82,7 +82,7 @@ class Translations:
         return await asyncio.shield(task)
 
     async def _summary(self, room: Room, markdown: str, lang: str) -> str:
-        answer = await self.notes._call(room, "translation", summary_request(markdown, lang),
+        answer = await self.notes.call(room, "translation", summary_request(markdown, lang),
                                         min(3000, 200 + 2 * len(markdown)), temperature=0.0)
         self.tokens_by_language[lang] += answer.tokens
         return check_translated_summary(markdown, answer.text)
@@ -131,7 +131,7 @@ class Translations:
         messages = translation_request(final, job.lang, room.finals[max(0, index - 3):index], room.glossary)
         state, text, reason = "done", "", ""
         try:
-            answer = await self.notes._call(room, "translation", messages, answer_budget(final, job.lang),
+            answer = await self.notes.call(room, "translation", messages, answer_budget(final, job.lang),
                                             schema=ANSWER_SCHEMA, temperature=0.0)
             self.tokens_by_language[job.lang] += answer.tokens
             text = parse_translation(answer.text, final.text)

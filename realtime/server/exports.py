@@ -16,6 +16,7 @@ from realtime.core import export
 from realtime.core.protocol import Final
 from realtime.core.room import Room
 from realtime.notes.lecture import LectureNotes
+from realtime.notes.panels import markdown
 from realtime.server.offload import Offload
 
 
@@ -52,7 +53,8 @@ class ExportCache:
 
 def state_key(room: Room, notes: LectureNotes, fmt: str, lang: str | None = None) -> tuple:
     return (room.name, room.record.created_at, fmt, len(room.finals), notes.state.version, notes.summary_finals,
-            len(notes.summary), lang, len(room.translations.get(lang, ())) if lang else 0)
+            len(notes.summary), lang, len(room.translations.get(lang, ())) if lang else 0,
+            tuple(p.version for p in notes.panels.values()))
 
 
 def translated(finals: list[Final], translations: dict[int, tuple[int, str]], lang: str) -> list[Final]:
@@ -68,7 +70,8 @@ def translated(finals: list[Final], translations: dict[int, tuple[int, str]], la
 
 
 def render(room_name: str, title: str, fmt: str, finals: list[Final], final_texts: list[str], bullets: list[dict],
-           summary: str, lang: str | None = None, translations: dict[int, tuple[int, str]] | None = None) -> str:
+           summary: str, lang: str | None = None, translations: dict[int, tuple[int, str]] | None = None,
+           panels: dict[str, list[dict]] | None = None) -> str:
     """The text of one download (runs on the offload thread, from a snapshot of the room); with `lang`, the
     transcript in that caption language."""
     if lang is not None:
@@ -79,9 +82,9 @@ def render(room_name: str, title: str, fmt: str, finals: list[Final], final_text
         return (f'{{"room":{json.dumps(room_name)},"finals":[{",".join(final_texts)}],'
                 f'"text":{json.dumps(text, ensure_ascii=False)}}}')
     if fmt == "json":
-        return export.to_json(room_name, title, finals, bullets, summary)
+        return export.to_json(room_name, title, finals, bullets, summary, panels)
     if fmt == "md":
-        return export.to_markdown(title, bullets, summary, finals)
+        return export.to_markdown(title, bullets, summary, finals, markdown(panels or {}, export.clock))
     return {"txt": export.to_txt, "srt": export.to_srt, "vtt": export.to_vtt}[fmt](finals)
 
 
@@ -92,6 +95,7 @@ async def download(room: Room, notes: LectureNotes, fmt: str, cache: ExportCache
     if text is None:
         text = await offload.run(render, room.name, room.record.title or room.name, fmt, list(room.finals),
                                  room.final_texts(), [b.to_dict() for b in notes.state.bullets], notes.summary,
-                                 lang, dict(room.translations.get(lang, {})) if lang else None)
+                                 lang, dict(room.translations.get(lang, {})) if lang else None,
+                                 {name: p.items for name, p in notes.panels.items()})
         cache.put(key, text)
     return text

@@ -1,4 +1,4 @@
-"""A room's content over HTTP: transcript, exports, summary and questions.
+"""A room's content over HTTP: transcript, exports, summary, questions and catch-up recaps.
 
 What costs CPU (retrieval, summaries, export layout) runs on the offload thread, never on the event loop, and
 downloads are cached per state of the room (`exports.py`). What costs LLM tokens is limited three ways: questions
@@ -9,6 +9,7 @@ A private room answers a request without its key exactly as a missing room does 
 
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
@@ -44,6 +45,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rooms/{room}/summary", get_summary)
     app.router.add_post("/v1/rooms/{room}/summary", post_summary)
     app.router.add_post("/v1/rooms/{room}/ask", ask)
+    app.router.add_post("/v1/rooms/{room}/catchup", catchup)
 
 
 def no_such_room(_: Room | None) -> web.Response:
@@ -201,3 +203,38 @@ async def ask(request: web.Request) -> web.Response:
     except RoomDeleted:
         return no_such_room(None)
     return web.json_response(answer)
+
+
+async def catchup(request: web.Request) -> web.StreamResponse:
+    """A recap of the lecture so far for whoever may view the room (`catchup_live`): JSON, or streamed as
+    server-sent events (`meta`, then `delta` pieces as the LLM writes them, then `done` with the whole recap) when
+    the request accepts text/event-stream. A recap being written or just written is shared, and costs nothing; a
+    new one counts against the client's question rate."""
+    room = viewable(request)
+    if isinstance(room, web.Response):
+        return room
+    catchups = request.app[NOTES].catchups
+    if not catchups.fresh(room):
+        refusal = limited(request)
+        if refusal is not None:
+            return refusal
+    recap, cached = catchups.get(room)
+    meta = {"cached": cached, "finals": recap.finals, "started_at": recap.started_at,
+            "covered": {"from": recap.covered[0], "to": recap.covered[1]}}
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        async for _ in recap.follow():
+            pass
+        return web.json_response({**meta, "source": recap.source, "markdown": recap.markdown})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(sse("meta", meta))
+    async for piece in recap.follow():
+        await response.write(sse("delta", {"text": piece}))
+    await response.write(sse("done", {"source": recap.source, "markdown": recap.markdown}))
+    await response.write_eof()
+    return response
+
+
+def sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

@@ -140,3 +140,25 @@ async def test_live_notes_from_the_small_model_during_a_real_lecture(cache_dir, 
         assert last["bullets"] and all(set(b["refs"]) <= final_ids and b["refs"] for b in last["bullets"])
     finally:
         srv.stop()
+
+
+async def test_catch_up_streams_a_grounded_recap_from_the_small_model(quality_llm):
+    service = NotesService(Rooms(), quality_llm)
+    room = lecture_room(service, "catchup")
+    await service.refresh_panels(room)
+    started = time.monotonic()
+    recap, cached = service.catchups.get(room)
+    pieces = [piece async for piece in recap.follow()]
+    record("catchup_1.5b_s", time.monotonic() - started)
+    assert not cached and recap.source == "llm", recap.markdown
+    assert len(pieces) > 3 and "".join(pieces).strip() == recap.markdown.strip()  # streamed, piece by piece
+    assert "HACKED" not in recap.markdown.upper()
+    assert re.search(r"\[\d+:\d{2}\]", recap.markdown), recap.markdown  # cites lecture times
+    words = recap.markdown.lower()
+    assert sum(t in words for t in ("entropy", "second law", "clausius", "carnot", "efficiency")) >= 2, words
+    again, cached = service.catchups.get(room)
+    assert again is recap and cached  # a second reader shares it: no second LLM call
+    for name in ("terms", "tasks", "outline"):  # the panels are offline, and grounded, beside a real model too
+        items = service.of(room).panels[name].items
+        assert items and all(set(i["refs"]) <= set(range(len(LECTURE))) for i in items), (name, items)
+    assert [t["kind"] for t in service.of(room).panels["tasks"].items] == ["reading"]
