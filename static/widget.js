@@ -8,15 +8,19 @@
  *   <realtime-captions server="https://captions.example.edu" room="physics-101" mode="both" height="24rem"
  *                      theme="auto" lang-label="EN"></realtime-captions>
  *
- * Attributes: server (default: where this script came from), room, mode (captions | notes | both), height (any CSS
- * length; default 100% of the box), theme (auto | light | dark), lang-label (a short tag shown in the header),
+ * Attributes: server (default: where this script came from), room, mode, height (any CSS length; default 100% of
+ * the box), theme (auto | light | dark), lang-label (a short tag shown in the header),
  * font-size (CSS length), translate (a language code such as zh or de: each line also in that language, made by
  * the server's LLM), translation (both | only: the original with its translation under it, or the translation
- * alone; default both). Everything renders inside a Shadow DOM, so neither the host page's CSS nor ours leaks.
+ * alone; default both). mode: captions (default), notes, both (the captions with a study column: catch me up,
+ * outline, notes, key terms, tasks), study (that column alone), or any of catchup, outline, notes, terms, tasks,
+ * captions separated by spaces ("captions tasks"). Everything renders inside a Shadow DOM, so neither the host
+ * page's CSS nor ours leaks.
  * The server must list the host page's origin in --allowed-origins (close code 4403 otherwise).
  *
  * Events: the element dispatches `realtime-event` (detail: the protocol event, docs/protocol.md) for every message.
- * Methods: transcript() returns the captions so far as text with times.
+ * Methods: transcript() returns the captions so far as text with times; catchUp() asks for a recap of the
+ * lecture so far and streams it into the catch-up section.
  */
 (() => {
   "use strict";
@@ -64,12 +68,23 @@
   .notes h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: var(--rt-dim); margin: .2em 0; }
   .notes h2 small { text-transform: none; letter-spacing: 0; font-weight: normal; }
   .notes ul { margin: .2em 0; padding-left: 1.2em; } .notes li { margin: .2em 0; }
+  .sec + .sec { margin-top: .9em; }
+  .sec.terms li, .sec.tasks li { list-style: none; margin-left: -1.2em; }
+  .sec .t { border: 0; background: none; padding: 0 .3em 0 0; color: var(--rt-accent); cursor: pointer;
+            font: 12px system-ui, sans-serif; font-variant-numeric: tabular-nums; }
+  .sec .kind { font-size: 11px; text-transform: uppercase; color: var(--rt-dim); margin-right: .3em; }
+  .sec .due { font-weight: 600; }
+  .catchup button { font: 600 13px system-ui, sans-serif; border: 1px solid var(--rt-line); border-radius: 99px;
+                    padding: .3em .9em; background: none; color: var(--rt-fg); cursor: pointer; }
+  .recap p { margin: .3em 0; } .recap .meta { color: var(--rt-dim); font-size: 12px; }
+  .final.flash { background: color-mix(in srgb, var(--rt-accent) 18%, transparent); transition: background 1s; }
   `;
 
   const clock = (s) => {
     const t = Math.max(0, Math.floor(s)), h = Math.floor(t / 3600), m = Math.floor(t / 60) % 60;
     return `${h}:${String(m).padStart(2, "0")}:${String(t % 60).padStart(2, "0")}`;
   };
+  const short = (s) => (s < 3600 ? clock(s).slice(2).replace(/^0(?=\d:)/, "") : clock(s)); // 1:05, 12:05, 1:02:05
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -109,13 +124,25 @@
           <div class="finals"><p class="empty">Waiting for the lecture to begin…</p></div>
           <p class="partial"><span class="committed"></span> <span class="unstable"></span></p></div>
           <button class="jump" hidden>Jump to live ↓</button></div>
-          <section class="notes" hidden><h2>Notes <small class="source"></small></h2><ul class="bullets"></ul>
-          <p class="empty no-notes">Notes appear here as the lecture goes on.</p></section></div></div>`;
+          <aside class="notes" hidden>
+          <section class="sec catchup"><button class="ask">Catch me up</button><div class="recap"></div></section>
+          <section class="sec outline"><h2>Outline</h2><ul></ul></section>
+          <section class="sec bullets-sec"><h2>Notes <small class="source"></small></h2><ul class="bullets"></ul>
+          <p class="empty no-notes">Notes appear here as the lecture goes on.</p></section>
+          <section class="sec terms"><h2>Key terms</h2><ul></ul></section>
+          <section class="sec tasks"><h2>Assignments &amp; deadlines</h2><ul></ul></section></aside></div></div>`;
       const q = (s) => root.querySelector(s);
       this.$ = { live: q(".live"), state: q(".state"), lang: q(".lang"), panes: q(".panes"), scroll: q(".scroll"),
         finals: q(".finals"), committed: q(".committed"), unstable: q(".unstable"), jump: q(".jump"),
         captions: q(".captions"), notes: q(".notes"), source: q(".source"), bullets: q(".bullets"),
-        noNotes: q(".no-notes") };
+        noNotes: q(".no-notes"), recap: q(".recap"), askRecap: q(".catchup .ask") };
+      this.sections = { catchup: q(".catchup"), outline: q(".outline"), notes: q(".bullets-sec"), terms: q(".terms"),
+        tasks: q(".tasks") };
+      this.$.askRecap.addEventListener("click", () => this.catchUp());
+      root.addEventListener("click", (e) => { // a time link: the caption it points to, scrolled into view
+        const id = e.target.dataset && e.target.dataset.final;
+        if (id !== undefined) this.showFinal(Number(id));
+      });
       this.ws = null;
       this.retry = 0;
       this.timer = 0;
@@ -140,23 +167,48 @@
       else this.render();
     }
 
-    get mode() { return ["captions", "notes", "both"].includes(this.getAttribute("mode")) ? this.getAttribute("mode")
-                                                                                              : "captions"; }
+    /** What the mode shows: "captions" and the study sections (catchup, outline, notes, terms, tasks). */
+    get shown() {
+      const all = ["catchup", "outline", "notes", "terms", "tasks"];
+      const words = (this.getAttribute("mode") || "captions").split(/[\s,]+/).flatMap((w) =>
+        w === "both" ? ["captions", ...all] : w === "study" ? all : [w]);
+      const known = words.filter((w) => w === "captions" || all.includes(w));
+      return new Set(known.length ? known : ["captions"]);
+    }
 
     render() {
-      const mode = this.mode, height = this.getAttribute("height"), size = this.getAttribute("font-size");
+      const shown = this.shown, height = this.getAttribute("height"), size = this.getAttribute("font-size");
       this.style.setProperty("--rt-height", height || "100%");
       if (size) this.style.setProperty("--rt-font-size", size); else this.style.removeProperty("--rt-font-size");
-      this.$.captions.hidden = mode === "notes";
-      this.$.panes.classList.toggle("both", mode === "both");
+      this.$.captions.hidden = !shown.has("captions");
+      this.$.panes.classList.toggle("both", shown.has("captions") && shown.size > 1);
       this.$.lang.textContent = this.getAttribute("lang-label") || "";
       this.showNotesPane();
     }
 
     showNotesPane() {
-      const some = this.$.bullets.childElementCount > 0;
-      this.$.notes.hidden = this.mode === "captions" || (this.mode === "both" && !some);
+      const shown = this.shown, some = this.$.bullets.childElementCount > 0, beside = shown.has("captions");
       this.$.noNotes.hidden = some;
+      let any = false;
+      for (const [name, sec] of Object.entries(this.sections)) {
+        const filled = name === "catchup" ? Boolean(this.getAttribute("room")) : name === "notes" ? some
+          : sec.querySelector("ul").childElementCount > 0;
+        // Beside the captions an empty section is hidden; alone, it says what will appear (notes) or waits.
+        sec.hidden = !shown.has(name) || (beside && !filled) || (!beside && name !== "notes" && !filled &&
+                                                                  name !== "catchup");
+        any = any || !sec.hidden;
+      }
+      this.$.notes.hidden = !any;
+    }
+
+    showFinal(id) {
+      const p = this.$.finals.querySelector(`.final[data-id="${id}"]`);
+      if (!p) return;
+      this.follow = false;
+      this.$.jump.hidden = false;
+      p.scrollIntoView({ block: "center" });
+      p.classList.add("flash");
+      setTimeout(() => p.classList.remove("flash"), 1500);
     }
 
     url() {
@@ -209,6 +261,8 @@
       this.$.finals.replaceChildren(el("p", "empty", "Waiting for the lecture to begin…"));
       this.setPartial("", "");
       this.$.bullets.replaceChildren();
+      for (const name of ["outline", "terms", "tasks"]) this.sections[name].querySelector("ul").replaceChildren();
+      this.$.recap.replaceChildren();
       this.showNotesPane();
     }
 
@@ -222,6 +276,7 @@
       else if (ev.type === "translation") this.addTranslation(ev);
       else if (ev.type === "partial") this.setPartial(ev.committed, ev.unstable);
       else if (ev.type === "notes") this.showNotes(ev);
+      else if (ev.type === "panel") this.showPanel(ev);
       else if (ev.type === "status") {
         const live = ev.state === "live";
         this.$.live.classList.toggle("on", live);
@@ -292,6 +347,75 @@
         return li;
       }));
       this.showNotesPane();
+    }
+
+    showPanel(ev) {
+      const sec = this.sections[ev.panel];
+      if (!sec) return;
+      sec.dataset.version = ev.version;
+      sec.querySelector("ul").replaceChildren(...ev.items.map((item) => {
+        const li = el("li"), link = el("button", "t", short(item.start));
+        link.dataset.final = item.refs[0];
+        link.title = "Show in the captions";
+        li.append(link);
+        if (ev.panel === "outline") li.append(document.createTextNode(item.title));
+        else if (ev.panel === "terms") li.append(el("strong", "", item.term), ` — ${item.text}`);
+        else {
+          li.append(el("span", "kind", item.kind), document.createTextNode(item.text));
+          if (item.due) li.append(document.createTextNode(" "), el("span", "due", `(${item.due})`));
+        }
+        return li;
+      }));
+      this.showNotesPane();
+    }
+
+    /** A recap of the lecture so far, streamed into the catch-up section as the server writes it. */
+    async catchUp() {
+      const room = this.getAttribute("room"), key = this.getAttribute("key");
+      const base = new URL(this.getAttribute("server") || scriptOrigin || location.origin, location.href);
+      const out = this.$.recap;
+      this.$.askRecap.disabled = true;
+      out.replaceChildren(el("p", "meta", "catching up…"));
+      let meta = null, text = "";
+      const show = (markdown) => {
+        const span = meta ? `${short(meta.covered.from)}–${short(meta.covered.to)}` : "";
+        const started = meta && meta.started_at ? `, lecture began ${new Date(meta.started_at * 1000)
+          .toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}` : "";
+        const nodes = [el("p", "meta", meta ? `covering ${span}${started}` : "")];
+        let ul = null;
+        for (const line of markdown.split("\n")) {
+          if (!line.trim()) { ul = null; continue; }
+          if (line.startsWith("- ")) {
+            if (!ul) { ul = el("ul"); nodes.push(ul); }
+            const li = el("li"); inline(li, line.slice(2)); ul.append(li);
+          } else { ul = null; const p = el("p"); inline(p, line); nodes.push(p); }
+        }
+        out.replaceChildren(...nodes);
+      };
+      try {
+        const headers = { accept: "text/event-stream", ...(key ? { authorization: `Bearer ${key}` } : {}) };
+        const url = new URL(`/v1/rooms/${encodeURIComponent(room)}/catchup`, base);
+        const r = await fetch(url, { method: "POST", headers });
+        if (!r.ok) { out.replaceChildren(el("p", "meta", (await r.json()).message)); return; }
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+            const kind = (block.match(/^event: (.*)$/m) || [])[1];
+            const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1] || "{}");
+            if (kind === "meta") meta = data;
+            else if (kind === "delta") { text += data.text; show(text); }
+            else if (kind === "done") { show(data.markdown); out.dataset.source = data.source; }
+          }
+        }
+      } catch (err) {
+        out.replaceChildren(el("p", "meta", "The server could not be reached."));
+      } finally { this.$.askRecap.disabled = false; }
     }
 
     jumpToLive() {

@@ -5,6 +5,7 @@ outline; a late joiner gets every panel; the exports carry them; catch me up ans
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 
 import pytest
@@ -87,3 +88,59 @@ async def test_catch_up_in_a_missing_room(server):
     with pytest.raises(urllib.error.HTTPError) as err:
         post(server, "/v1/rooms/no-such-room/catchup")
     assert err.value.code == 404 and json.loads(err.value.read())["code"] == "no_such_room"
+
+
+async def test_the_viewer_shows_the_panels_catches_up_and_links_to_the_captions(server, tmp_path):
+    from testbed.server import ARTIFACTS
+    from tests.e2e.browser import ConsoleErrors, chromium, wait_js
+
+    clips = speak(SENTENCES, tmp_path / "speech")
+    lecture = make_lecture(clips, lead_s=0.5)
+    errors = ConsoleErrors()
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1300, "height": 800})
+        errors.watch(page, "viewer")
+        await page.goto(f"{server.http}/?room=panels-ui")
+        await page.locator("realtime-captions >> text=connected").wait_for()
+        await stream_audio(server.url, "panels-ui", lecture.audio, speed=0, language="en")
+        for section in ("outline", "terms", "tasks"):  # filled live, during the lecture
+            await page.locator(f"realtime-captions .sec.{section} li").first.wait_for()
+        task = await page.locator("realtime-captions .sec.tasks li").first.inner_text()
+        assert task.startswith("0:") and "reading" in task.lower() and "thursday" in task.lower(), task
+        assert re.search(r"chapter (4|four)", task.lower()), task
+        terms = await page.locator("realtime-captions .sec.terms li").all_inner_texts()
+        assert any(re.match(r"\d+:\d\d\s*entropy — entropy is a measure", t.lower()) for t in terms), terms
+
+        await page.click("realtime-captions .catchup .ask")  # streamed into the page
+        await wait_js(page, "document.querySelector('realtime-captions').shadowRoot"
+                            ".querySelector('.recap').dataset.source === 'extractive'")
+        recap = await page.locator("realtime-captions .recap").inner_text()
+        assert recap.startswith("covering 0:") and "Right now:" in recap and "Tasks given:" in recap, recap
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "viewer-panels.png"))  # docs/viewer.png comes from here
+        await page.locator("realtime-captions .sec.tasks .t").first.click()  # its time link: the caption it came from
+        flashed = page.locator("realtime-captions .final.flash")
+        await flashed.wait_for()
+        assert "chapter" in (await flashed.inner_text()).lower()
+
+        await page.reload()  # a late joiner sees every panel
+        for section in ("outline", "terms", "tasks"):
+            await page.locator(f"realtime-captions .sec.{section} li").first.wait_for()
+        assert await page.locator("realtime-captions .sec.terms li").all_inner_texts() == terms
+
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone: the study column under the captions
+        await page.screenshot(path=str(ARTIFACTS / "viewer-panels-phone.png"))
+
+        # The widget's modes: a panel alone, or captions and one panel.
+        widget = page.locator("realtime-captions")
+        await widget.evaluate("(e) => e.setAttribute('mode', 'tasks')")
+        assert await page.locator("realtime-captions .captions").is_hidden()
+        assert await page.locator("realtime-captions .sec.tasks").is_visible()
+        for hidden in ("terms", "outline", "bullets-sec", "catchup"):
+            assert await page.locator(f"realtime-captions .sec.{hidden}").is_hidden(), hidden
+        await widget.evaluate("(e) => e.setAttribute('mode', 'captions terms')")
+        assert await page.locator("realtime-captions .captions").is_visible()
+        assert await page.locator("realtime-captions .sec.terms").is_visible()
+        assert await page.locator("realtime-captions .sec.tasks").is_hidden()
+    assert errors == []
