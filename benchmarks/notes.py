@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks import notes_metrics as nm
+from benchmarks import notes_panels
 from benchmarks.common import environment
-from realtime.core.protocol import Event, Final, Notes
+from realtime.core.protocol import Event, Final, Notes, Panel
 from realtime.notes.budget import LLMBudget
 from realtime.notes.llm import MODES, LLMClient, LLMConfig
 from realtime.notes.service import NotesService
@@ -94,10 +95,13 @@ async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: floa
     room = rooms.get("bench")
     notes = service.of(room)
     versions: list[dict[str, Any]] = []
+    panel_events: list[dict[str, Any]] = []
 
     def seen(event: Event) -> None:
         if isinstance(event, Notes):
             versions.append({"version": event.version, "source": event.source, "bullets": event.bullets})
+        elif isinstance(event, Panel):
+            panel_events.append({"panel": event.panel, "version": event.version, "items": event.items})
 
     room.on_publish.append(seen)
     warnings = _Warnings()
@@ -147,12 +151,13 @@ async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: floa
                 sim += took if clock == "simulated" else 0.0
         sim = max(sim, finals[-1].end + asr_delay_s)
         await one_update(sim, stop=True)  # the speaker stops: NotesService.flush brings the notes up to date
+        study = await notes_panels.measure(service, room, panel_events)
     finally:
         logger.removeHandler(warnings)
         logger.setLevel(saved_level)
         logger.propagate = saved_propagate
     wall = time.perf_counter() - wall
-    return report(lec, list(room.finals), service, notes, updates, versions, warnings.counts,
+    return report(lec, list(room.finals), service, notes, updates, versions, warnings.counts, study,
                   wall_s=wall, settings={"asr_delay_s": asr_delay_s, "tick_s": tick_s, "room_budget": room_budget,
                                          "window_tokens": window_tokens, "wpm": wpm, "cjk_per_min": cjk_per_min,
                                          "minutes": minutes, "clock": clock,
@@ -160,7 +165,7 @@ async def replay(lec: nm.Lecture, *, llm: LLMClient | None = None, minutes: floa
 
 
 def report(lec: nm.Lecture, finals: list[Final], service: NotesService, notes: Any, updates: list[dict[str, Any]],
-           versions: list[dict[str, Any]], warnings: Counter[str], *, wall_s: float,
+           versions: list[dict[str, Any]], warnings: Counter[str], study: dict[str, Any], *, wall_s: float,
            settings: dict[str, Any]) -> dict[str, Any]:
     lecture_min = finals[-1].end / 60.0
     ran = [u for u in updates if u["ran"]]
@@ -212,6 +217,7 @@ def report(lec: nm.Lecture, finals: list[Final], service: NotesService, notes: A
                                                texts),
         "marker": nm.marker(bullet_lists),
         "last_bullets": [b["text"] for b in bullet_lists[-1][:12]] if bullet_lists else [],
+        "study": study,
         "timeline": updates,
     }
 
@@ -241,6 +247,7 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  grounding: {g['ungrounded']} of {g['judged']} bullets ungrounded ({g['without_refs']} without refs), "
           f"unsupported terms {g['unsupported_term_share']}; all versions: "
           f"{r['grounding_all_versions']['ungrounded']} of {r['grounding_all_versions']['judged']}")
+    notes_panels.print_study(r["study"])
     m = r["marker"]
     print(f"  injection marker HACKED: {m['mentions']} bullets mention it ({m['mentions_last']} in the last version), "
           f"{m['obeyed']} are only it")

@@ -31,22 +31,26 @@ _EN_OBLIGATION = re.compile(
 _EN_TASK_NOUN = re.compile(r"\b(?:homework|assignment|problem set|exercise sheet|exercises|essay|lab report|report|"
                            r"project|worksheet|reading|coursework|paper)s?\b", re.IGNORECASE)
 _EN_DUE = re.compile(r"\b(?:due|deadline|submit(?:ted)?|hand(?:ed)? in|turn(?:ed)? in)\b", re.IGNORECASE)
-_EN_EXAM = re.compile(r"\b(?:exam|midterm|mid-term|final|quiz|test)s?\b", re.IGNORECASE)
+_EN_EXAM = re.compile(r"\b(?:exam|midterm|mid-term|final exam|quiz|test)s?\b", re.IGNORECASE)
 _EN_EXAM_INFO = re.compile(r"\b(?:covers?|will (?:be|cover|include|take)|is (?:on|next|in)|takes place|counts?|"
                            r"worth|open[- ]book|closed[- ]book)\b", re.IGNORECASE)
 _EN_OBJECT = re.compile(r"\b(?:chapters?|sections?|pages?|problems?|exercises?|questions?|homework|assignments?|"
-                        r"essays?|reports?|papers?|articles?|slides|video|lab|project|textbook|book|worksheet|notes|proofs?)\b",
+                        r"essays?|reports?|papers?|articles?|slides|video|lab|project|textbook|book|worksheet|proofs?)\b",
                         re.IGNORECASE)
 _EN_STORY = re.compile(r"^(?:\w+,?\s+){0,2}?(?:i|we|he|she|they|my \w+)\s+(?:\w+ly\s+)?(?:read|did|wrote|went|had|took|"
                        r"watched|saw|was|were|used to|talked|discussed|showed|found|learned|learnt|derived|"
                        r"looked|tried|finished|spent|got|made|said|told|gave|met|thought|bought|started|studied|solved)\b",
                        re.IGNORECASE)
 _WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_ORDINAL = (r"(?:(?:twenty|thirty)-)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|"
+            r"twelfth|\w+teenth|twentieth|thirtieth)")
 _MONTH = r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
 _EN_DATE = re.compile(
+    rf"\b(?:on|by|before|until|due)\s+the\s+{_ORDINAL}\b|"
     rf"\b(?:(?:by|before|until|for|on|due|after)\s+)?(?:(?:next|this|coming)\s+)?(?:the\s+)?(?:"
     rf"{_WEEKDAY}(?:\s+next week)?|tomorrow|tonight|next (?:week|lecture|class|time|session|month|term)|"
-    rf"(?:the\s+)?end of (?:the\s+)?(?:week|month|term|semester|day)|in (?:a|one|two|three|four|\d+) (?:days?|weeks?)|"
+    rf"(?:the\s+)?end of (?:the\s+)?(?:week|month|term|semester|day)|"
+    rf"in (?:a|one|two|three|four|five|six|\d+)(?: and a half)? (?:days?|weeks?)|"
     rf"{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}|week \d+|"
     rf"the \d{{1,2}}(?:st|nd|rd|th))\b", re.IGNORECASE)
 
@@ -96,7 +100,7 @@ def is_task(text: str) -> bool:
     if _EN_TASK_NOUN.search(text) and (_EN_DUE.search(text) or _EN_DATE.search(text)):
         return True
     return bool(_EN_EXAM_INFO.search(text) and
-                re.search(r"\b(?:the|your|our|next|this|a)\s+(?:\w+\s+)?(?:exam|midterm|mid-term|final|quiz|test)s?\b",
+                re.search(r"\b(?:the|your|our|next|this|a)\s+(?:\w+\s+)?(?:exam|midterm|mid-term|quiz|test)s?\b",
                           text, re.IGNORECASE))
 
 

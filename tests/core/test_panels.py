@@ -195,3 +195,9 @@ def test_sentences_said_to_a_model_are_not_sent_to_one() -> None:
     for messages in (catchup_request(finals, [], [], budget_tokens=4000, language="en"),
                      summary_request(finals, [], budget_tokens=4000, glossary="", language="en")):
         assert "HACKED" not in messages[1]["content"] and THERMO[4] in messages[1]["content"]
+
+
+@pytest.mark.parametrize("text", ["Alright, let me do the final recap, and then I will take questions.",
+                                  "Write those five in your notes."])
+def test_classroom_talk_is_not_an_assignment(text: str) -> None:
+    assert not is_task(text)
