@@ -1,5 +1,5 @@
-"""`realtime notes TRANSCRIPT`: the live notes and the end-of-lecture summary of a transcript made elsewhere (a
-recording transcribed by another tool, or this server's own export), without a server.
+"""`realtime notes TRANSCRIPT`: the live notes, study panels and end-of-lecture summary of a transcript made
+elsewhere (a recording transcribed by another tool, or this server's own export), without a server.
 
 The transcript is replayed through the same `NotesService` a live room uses, on the transcript's own clock: its
 finals arrive at their end times, each update runs when the scheduler would have run it (every `interval_s` or
@@ -23,8 +23,8 @@ async def take_notes(finals: list[Final], llm: LLMClient | None = None, *, name:
                      language: str = "",
                      glossary: str = "", window_tokens: int = 3000, token_budget: int = 2_000_000,
                      interval_s: float = 60.0, min_new_words: int = 150) -> dict[str, Any]:
-    """The notes (bullets as the `notes` event carries them), the summary (Markdown), where each came from, and
-    the LLM's usage."""
+    """The notes (bullets as the `notes` event carries them), the study panels (glossary, tasks, outline), the
+    summary (Markdown, ending with the panels), where each came from, and the LLM's usage."""
     clock = [0.0]
     rooms = Rooms()
     service = NotesService(rooms, llm, budget=LLMBudget({"notes": token_budget, "visitors": token_budget}, 0),
@@ -46,7 +46,8 @@ async def take_notes(finals: list[Final], llm: LLMClient | None = None, *, name:
     bullets = [b.to_dict() for b in notes.state.bullets]
     sources = {"notes": notes.state.source or None, "summary": made[-1] if made else None}
     usage = llm.usage.__dict__ if llm is not None else None
-    return {"finals": len(finals), "bullets": bullets, "summary": summary, "sources": sources,
+    panels = {name: state.items for name, state in notes.panels.items()}  # also at the summary's end, as Markdown
+    return {"finals": len(finals), "bullets": bullets, "panels": panels, "summary": summary, "sources": sources,
             "rejected": {k: v for k, v in service.rejected.items() if v}, "failures": service.failures,
             "llm_usage": usage}
 

@@ -62,11 +62,15 @@ def test_the_command_writes_notes_and_summary(tmp_path, capsys) -> None:
     md = capsys.readouterr().out
     assert md.startswith("# Notes\n")
     assert "# thermo: " in md and "## Main points" in md  # the summary, titled after the file
+    assert "## Key terms" in md and "- **entropy**: Entropy is the heat exchanged" in md  # and the panels
     out = tmp_path / "notes.json"
     assert main(["notes", str(lecture), "--format", "json", "-o", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["finals"] == 5 and data["bullets"] and data["sources"] == {"notes": "extractive",
                                                                           "summary": "extractive"}
+    terms = {t["term"]: t for t in data["panels"]["terms"]}
+    assert terms["entropy"]["refs"] == [2] and terms["entropy"]["start"] == 120.0  # first said in cue 3, at 2:00
+    assert [s["start"] for s in data["panels"]["outline"]] == [0.0] and data["panels"]["tasks"] == []
     for b in data["bullets"]:  # cue i starts at minute i: each bullet links to the time of the cue it cites
         assert set(b["refs"]) <= {0, 1, 2, 3, 4} and f"- {b['text']} [{b['refs'][0]}:00]" in md, (b, md)
     (tmp_path / "empty.txt").write_text("\n\n")
