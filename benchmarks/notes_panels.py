@@ -1,5 +1,6 @@
 """The study panels in the notes benchmark: what each panel costs and how it changed over the replayed lecture, and
-a catch-up asked for at the end (offline, or from the LLM the replay used).
+a catch-up asked for at the end (offline, or from the LLM the replay used). With an LLM, the wording of the terms
+and tasks (`study_prompt`) is counted too: its calls, tokens per lecture minute and latency.
 
 The panels are made offline after every notes update (`notes.study`); here each panel's engine is timed again on
 the whole transcript (the most it costs, at the end of the lecture: median of 3 runs), and the replay's `panel`
@@ -39,11 +40,19 @@ async def measure(service: NotesService, room: Room, events: list[dict[str, Any]
     lecture_min = finals[-1].end / 60.0 if finals else 1.0
     panels = {}
     for name, engine in ENGINES.items():
-        mine = [e for e in events if e["panel"] == name]
+        mine = events_of(events, name)
         items = mine[-1]["items"] if mine else []
         panels[name] = {"offline_s": _timed(engine, finals, room.glossary), "versions": len(mine),
                         "items": len(items), "tokens_per_min": 0.0,
                         "sample": [i.get("term") or i.get("title") or i.get("text") for i in items[:8]]}
+    study = service.panels
+    wording = {"calls": study.calls, "tokens": study.tokens, "failures": study.failures,
+               "tokens_per_min": round(study.tokens / lecture_min, 1),
+               "latency_s": {"median": round(statistics.median(study.latencies), 3),
+                             "max": round(max(study.latencies), 3)} if study.latencies else None}
+    for name in ("terms", "tasks"):
+        panels[name]["worded"] = sum(1 for i in (events_of(events, name)[-1:] or [{"items": []}])[0]["items"]
+                                     if i.get("said"))
     usage = getattr(service.llm, "usage", None)
     before = (getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0))
     started = time.perf_counter()
@@ -57,13 +66,22 @@ async def measure(service: NotesService, room: Room, events: list[dict[str, Any]
                # one recap per room per 30 s at most, however many ask: the ceiling per lecture minute
                "max_tokens_per_min": round((prompt + completion) * 60.0 / service.catchups.ttl_s, 1),
                "markdown": recap.markdown}
-    return {"panels": panels, "catchup": catchup, "lecture_min": round(lecture_min, 2)}
+    return {"panels": panels, "wording": wording, "catchup": catchup, "lecture_min": round(lecture_min, 2)}
+
+
+def events_of(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["panel"] == name]
 
 
 def print_study(study: dict[str, Any]) -> None:
     for name, p in study["panels"].items():
         print(f"  panel {name}: {p['items']} items, {p['versions']} versions, offline {p['offline_s'] * 1000:.0f} ms "
               f"on the whole transcript, 0 tokens; e.g. {p['sample'][:5]}")
+    w = study["wording"]
+    if w["calls"] or w["failures"]:
+        print(f"  LLM wording of terms and tasks: {w['calls']} calls ({w['failures']} failed), {w['tokens']} tokens "
+              f"({w['tokens_per_min']}/lecture min), latency {w['latency_s']}; worded "
+              f"{study['panels']['terms']['worded']} terms, {study['panels']['tasks']['worded']} tasks")
     c = study["catchup"]
     print(f"  catch-up: {c['source']} in {c['latency_s']} s, {c['pieces']} pieces, tokens {c['prompt_tokens']} + "
           f"{c['completion_tokens']} (at most {c['max_tokens_per_min']}/lecture min, one recap per 30 s)")

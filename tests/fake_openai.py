@@ -68,7 +68,20 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "This response_format type is unavailable now",
                                                 "type": "invalid_request_error", "param": None,
                                                 "code": "invalid_request_error"}}, status=self.refuse_status)
-        step = self.script.pop(0) if self.script else {"kind": "ok"}
+        system = body["messages"][0]["content"]
+        study = system.startswith("You help students with the study panels")
+        if study != bool(self.script and self.script[0]["kind"] == "study"):
+            step = {"kind": "ok"}  # the script's next step is for the other kind of request
+        else:
+            step = self.script.pop(0) if self.script else {"kind": "ok"}
+        if study and step["kind"] == "ok":
+            # The panels' wording rides along with notes updates: it takes no step of a script written for the
+            # notes (a "study" step scripts it), and words every item "[worded] <its sentence>".
+            todo = json.loads(body["messages"][-1]["content"])
+            return completion(body, json.dumps({
+                "terms": [{"id": t["id"], "explanation": f"[worded] {t['sentence'][:100]}"} for t in todo["terms"]],
+                "tasks": [{"id": t["id"], "text": f"[worded] {t['sentence'][:100]}", "kind": "reading", "due": "soon"}
+                          for t in todo["tasks"]]}))
         kind = step["kind"]
         if kind == "429":
             return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429,
@@ -86,7 +99,7 @@ class FakeOpenAI:
             return completion(body, '{"bullets": [{"id": "b1", "text": "unterminated')
         if kind == "prose":
             return completion(body, "Sure! Here are the notes: the lecture is about things.")
-        if kind == "answer":
+        if kind in ("answer", "study"):
             return completion(body, step["content"], step.get("finish_reason", "stop"))
         if kind == "length":
             ops = json.dumps({"ops": ops_for(body)})
@@ -99,7 +112,6 @@ class FakeOpenAI:
             ops = [{"op": "add", "id": "n1", "text": "x", "refs": [], "parent": None}, {"op": "remove", "id": "n1"},
                    {"op": "update", "id": "n1", "text": "y", "refs": []}]
             return completion(body, json.dumps({"ops": ops}))
-        system = body["messages"][0]["content"]
         if system.startswith("You write the end-of-lecture summary"):
             return completion(body, SUMMARY)
         if system.startswith("You translate the Markdown summary"):  # the summary, its lines marked

@@ -102,3 +102,7 @@ class LLMBudget:
             self._day_reserved = max(0, self._day_reserved - reservation.tokens)
             self._day_spent += used
         return used
+
+
+class NoBudget(Exception):
+    """No LLM call: the room's pool or the server's daily cap is spent (the message says which)."""

@@ -18,6 +18,7 @@ from realtime.core.room import Room
 from realtime.notes.panels import PANELS, PanelState
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import NotesState
+from realtime.notes.study_prompt import restore
 
 
 @dataclass
@@ -34,6 +35,8 @@ class LectureNotes:
     last_rejection: str = ""  # the reason of the latest (state.REJECTIONS)
     panels: dict[str, PanelState] = field(default_factory=lambda: {p: PanelState(p) for p in PANELS})
     started_at: float | None = None  # wall-clock time the lecture began, as its first final tells (None: unknown)
+    refined: dict[tuple[str, str], dict] = field(default_factory=dict)  # the LLM's wording of panel items
+    refining: bool = False  # an LLM call refining the panels is under way
 
     @classmethod
     def restore(cls, room: Room, schedule: NotesScheduler,
@@ -52,6 +55,7 @@ class LectureNotes:
             latest = room.latest(f"panel:{name}")
             if latest is not None:
                 notes.panels[name] = PanelState.from_event(json.loads(latest))
+                notes.refined.update(restore(notes.panels[name].items))
         latest = room.latest("summary")
         if latest is not None:
             data = json.loads(latest)

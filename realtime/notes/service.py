@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from realtime.core.protocol import Final, Notes, Summary
 from realtime.core.room import Room
-from realtime.notes.budget import POOLS, LLMBudget
+from realtime.notes.budget import POOLS, LLMBudget, NoBudget
 from realtime.notes.catchup_live import CatchUps
 from realtime.notes.extractive import extract
 from realtime.notes.index import TranscriptIndex
@@ -47,7 +47,7 @@ from realtime.notes.prompt import (
 )
 from realtime.notes.scheduler import NotesScheduler
 from realtime.notes.state import REJECTIONS, InvalidNotes, NotesChange
-from realtime.notes.study import offline_panels, panels_markdown, publish_panels
+from realtime.notes.study import StudyPanels, panels_markdown
 from realtime.notes.summary import (
     ask_request,
     check_summary,
@@ -57,7 +57,7 @@ from realtime.notes.summary import (
     retrieve,
     summary_request,
 )
-from realtime.server.offload import Busy, Offload
+from realtime.server.offload import Offload
 from realtime.server.rooms import Rooms
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ T = TypeVar("T")
 
 class RoomDeleted(Exception):
     """The room was deleted while work for it was under way."""
-
-
-class NoBudget(Exception):
-    """No LLM call: the room's pool or the server's daily cap is spent (the message says which)."""
 
 
 def utc_day() -> str:
@@ -104,6 +100,7 @@ class NotesService:
         self.salvaged = 0  # answers cut off at max_tokens whose complete ops were kept (prompt.complete_ops)
         self._indexes: dict[str, TranscriptIndex] = {}
         self.catchups = CatchUps(self)  # "catch me up" recaps, one per room at a time
+        self.panels = StudyPanels(self)  # the study panels after each update, worded by the LLM if there is one
 
     async def run(self, tick_s: float = 1.0) -> None:
         while True:
@@ -187,8 +184,8 @@ class NotesService:
     # ---------------------------------------------------------------- LLM calls, paid from a budget
 
     async def call(self, room: Room, pool: str, messages: list[dict[str, str]], max_tokens: int, *,
-                    schema: dict | None = None, stream: bool = False, temperature: float | None = None,
-                    on_text: Callable[[str], None] | None = None) -> Completion:
+                    schema: dict | None = None, schema_name: str = SCHEMA_NAME, stream: bool = False,
+                    temperature: float | None = None, on_text: Callable[[str], None] | None = None) -> Completion:
         """One LLM call, its worst case reserved first and what it cost settled and stored after. With `schema` the
         answer is asked for as JSON of that shape (the client negotiates how), otherwise as text."""
         assert self.llm is not None
@@ -203,7 +200,7 @@ class NotesService:
                            else f"the room's LLM budget for {pool} is spent")
         used = prompt  # what a failed call is charged: the endpoint may have read the prompt
         try:
-            answer = await self.llm.chat(messages, schema=schema, schema_name=SCHEMA_NAME,
+            answer = await self.llm.chat(messages, schema=schema, schema_name=schema_name,
                                          json_mode=None if schema is not None else False, stream=stream,
                                          max_tokens=max_tokens, temperature=temperature, on_text=on_text)
             used = answer.tokens or prompt + estimate_tokens(answer.text)
@@ -318,14 +315,7 @@ class NotesService:
 
     async def refresh_panels(self, room: Room) -> None:
         """The study panels made again from the transcript so far; the ones that changed are published."""
-        if not room.finals or room.deleted:
-            return
-        try:
-            proposals = await self.offload.run(offline_panels, list(room.finals), room.glossary)
-        except Busy:
-            log.info("room %s: panels not refreshed (the offload thread is busy); next update", room.name)
-            return
-        publish_panels(room, self.of(room), proposals)
+        await self.panels.refresh(room)
 
     async def _next(self, room: Room, notes: LectureNotes, finals: list[Final]) -> NotesChange | None:
         """The next version of the notes: the LLM's edits applied, or (while the LLM has not made the room's notes)

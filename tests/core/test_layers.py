@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "realtime"
 BLOCKED = ("asyncio", "aiohttp", "sqlite3", "threading", "faster_whisper", "ctranslate2", "onnxruntime", "webrtcvad",
            "websockets", "openai")
-CORE_NOTES = ("budget", "catchup", "cjk", "extractive", "index", "lecture", "outline", "panels", "prompt", "scheduler", "state",
-              "summary", "tasks", "terms")
+CORE_NOTES = ("budget", "catchup", "cjk", "extractive", "index", "lecture", "outline", "panels", "prompt",
+              "scheduler", "state", "study_prompt", "summary", "tasks", "terms")
 ENDPOINTS = ("realtime.server.speaker", "realtime.server.listener", "realtime.server.http_api")
 
 

@@ -201,3 +201,77 @@ def test_sentences_said_to_a_model_are_not_sent_to_one() -> None:
                                   "Write those five in your notes."])
 def test_classroom_talk_is_not_an_assignment(text: str) -> None:
     assert not is_task(text)
+
+
+TODO = {"terms": [{"id": "t:entropy", "term": "entropy", "text": "Entropy is a measure.", "refs": [1], "start": 5.0}],
+        "tasks": [{"id": "a7.0", "text": "For Thursday, read chapter four.", "kind": "reading", "due": "For Thursday",
+                   "refs": [7], "start": 35.0}]}
+
+
+def test_the_llm_words_the_items_and_what_is_unusable_is_dropped() -> None:
+    import json
+
+    from realtime.notes.study_prompt import overlay, parse_study, pending, restore, study_request
+
+    messages = study_request(TODO, "English")
+    assert json.loads(messages[1]["content"])["terms"] == [
+        {"id": "t:entropy", "term": "entropy", "sentence": "Entropy is a measure."}]
+    answer = json.dumps({"terms": [{"id": "t:entropy", "explanation": "How spread out a system's energy is."},
+                                   {"id": "t:invented", "explanation": "Not asked for."}],
+                         "tasks": [{"id": "a7.0", "text": "Read chapter 4", "kind": "party", "due": "Thursday"}]})
+    refined = parse_study(answer, TODO)
+    assert refined == {("t:entropy", "Entropy is a measure."): {"text": "How spread out a system's energy is.",
+                                                                "said": "Entropy is a measure."},
+                       ("a7.0", "For Thursday, read chapter four."): {
+                           "text": "Read chapter 4", "kind": "reading", "due": "Thursday",  # the offline kind kept
+                           "said": "For Thursday, read chapter four."}}
+    proposals = json.loads(json.dumps(TODO))
+    assert overlay(proposals, refined) == {"terms", "tasks"}
+    assert proposals["terms"][0]["text"] == "How spread out a system's energy is."
+    assert pending(proposals, refined) == {"terms": [], "tasks": []}  # worded once
+    moved = {"terms": [{**TODO["terms"][0], "text": "Entropy is what Clausius defined."}], "tasks": []}
+    assert [t["id"] for t in pending(moved, refined)["terms"]] == ["t:entropy"]  # another sentence: asked again
+    assert restore(proposals["terms"] + proposals["tasks"]) == refined  # a restart keeps them from the events
+    assert parse_study(json.dumps({"terms": [{"id": "t:entropy", "explanation": "x" * 200}]}), TODO) == {}
+    with pytest.raises(ValueError):
+        parse_study("no json", TODO)
+
+
+async def test_the_service_publishes_worded_panels_beside_the_notes() -> None:
+    import json
+
+    from realtime.core.protocol import UNNUMBERED
+    from realtime.notes.llm import LLMClient, LLMConfig
+    from realtime.notes.service import NotesService
+    from realtime.server.rooms import Rooms
+    from tests.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI()
+    await fake.start()
+    try:
+        llm = LLMClient(LLMConfig("fake", fake.url, "k", timeout_s=2.0, retries=0, backoff_s=0.01))
+        service = NotesService(Rooms(), llm, notes_min_words=1)
+        room = service.rooms.get("r")
+        for i, text in enumerate(THERMO):
+            room.publish(Final(UNNUMBERED, i, i * 5.0, i * 5.0 + 4.5, text, "en"))
+        await service.update(room)
+        terms, tasks = (json.loads(room.latest(f"panel:{p}") or "{}") for p in ("terms", "tasks"))
+        assert terms["source"] == tasks["source"] == "llm"
+        entropy = next(t for t in terms["items"] if t["term"] == "entropy")
+        assert entropy["text"] == "[worded] " + entropy["said"] and entropy["said"].startswith("Entropy is a measure")
+        assert tasks["items"][0]["due"] == "soon" and tasks["items"][0]["refs"] == [7]
+        assert service.panels.calls == 1 and service.panels.tokens > 0
+        fake.push({"kind": "500"})  # nothing new to word: no call, and a failure would keep the worded text
+        await service.refresh_panels(room)
+        assert service.panels.calls == 1 and fake.script  # not asked
+        room.publish(Final(UNNUMBERED, 8, 40.0, 44.0, "The homework is due Friday and covers chapter five.", "en"))
+        fake.script.clear()
+        fake.push({"kind": "study", "content": "not json"})
+        await service.update(room)
+        assert service.panels.failures == 1
+        tasks = json.loads(room.latest("panel:tasks") or "{}")
+        assert [t["text"] for t in tasks["items"]][-1] == "The homework is due Friday and covers chapter five."
+        assert tasks["items"][0]["text"].startswith("[worded]")  # what was worded stays worded
+        await llm.close()
+    finally:
+        await fake.stop()

@@ -145,7 +145,7 @@ async def test_live_notes_from_the_small_model_during_a_real_lecture(cache_dir, 
 async def test_catch_up_streams_a_grounded_recap_from_the_small_model(quality_llm):
     service = NotesService(Rooms(), quality_llm)
     room = lecture_room(service, "catchup")
-    await service.refresh_panels(room)
+    await service.refresh_panels(room)  # found offline, worded by the model
     started = time.monotonic()
     recap, cached = service.catchups.get(room)
     pieces = [piece async for piece in recap.follow()]
@@ -158,7 +158,15 @@ async def test_catch_up_streams_a_grounded_recap_from_the_small_model(quality_ll
     assert sum(t in words for t in ("entropy", "second law", "clausius", "carnot", "efficiency")) >= 2, words
     again, cached = service.catchups.get(room)
     assert again is recap and cached  # a second reader shares it: no second LLM call
-    for name in ("terms", "tasks", "outline"):  # the panels are offline, and grounded, beside a real model too
-        items = service.of(room).panels[name].items
+    panels = service.of(room).panels
+    for name in ("terms", "tasks", "outline"):  # found offline, grounded in real segment ids
+        items = panels[name].items
         assert items and all(set(i["refs"]) <= set(range(len(LECTURE))) for i in items), (name, items)
-    assert [t["kind"] for t in service.of(room).panels["tasks"].items] == ["reading"]
+    assert panels["terms"].source == panels["tasks"].source == "llm"  # worded by the model
+    record("study_wording_1.5b_s", service.panels.latencies[-1])
+    worded = [t for t in panels["terms"].items if t.get("said")]
+    assert worded and all(t["text"] != t["said"] and len(t["text"]) <= 160 for t in worded), worded
+    assert all(LECTURE[t["refs"][-1]] == t["said"] for t in worded)  # the sentence it was worded from
+    tasks = panels["tasks"].items
+    assert [t["refs"] for t in tasks] == [[6]] and tasks[0]["kind"] in ("reading", "assignment"), tasks
+    assert "HACKED" not in json.dumps(panels["terms"].items + tasks).upper()
