@@ -138,6 +138,9 @@ async def test_live_notes_from_the_small_model_during_a_real_lecture(cache_dir, 
         final_ids = {f["id"] for f in result.finals}
         last = max(notes, key=lambda e: e["version"])
         assert last["bullets"] and all(set(b["refs"]) <= final_ids and b["refs"] for b in last["bullets"])
+        panels = [e for e in result.events + later if e["type"] == "panel"]  # beside the 0.5B: valid, grounded
+        assert {e["panel"] for e in panels} >= {"terms", "outline"}, [e["type"] for e in result.events + later]
+        assert all(i["refs"] and set(i["refs"]) <= final_ids for e in panels for i in e["items"])
     finally:
         srv.stop()
 
