@@ -46,7 +46,7 @@ async def measure(service: NotesService, room: Room, events: list[dict[str, Any]
                         "items": len(items), "tokens_per_min": 0.0,
                         "sample": [i.get("term") or i.get("title") or i.get("text") for i in items[:8]]}
     study = service.panels
-    wording = {"calls": study.calls, "tokens": study.tokens, "failures": study.failures,
+    wording = {"calls": study.calls, "tokens": study.tokens, "failures": study.failures, "truncated": study.truncated,
                "tokens_per_min": round(study.tokens / lecture_min, 1),
                "latency_s": {"median": round(statistics.median(study.latencies), 3),
                              "max": round(max(study.latencies), 3)} if study.latencies else None}
@@ -79,7 +79,8 @@ def print_study(study: dict[str, Any]) -> None:
               f"on the whole transcript, 0 tokens; e.g. {p['sample'][:5]}")
     w = study["wording"]
     if w["calls"] or w["failures"]:
-        print(f"  LLM wording of terms and tasks: {w['calls']} calls ({w['failures']} failed), {w['tokens']} tokens "
+        print(f"  LLM wording of terms and tasks: {w['calls']} calls ({w['failures']} failed, "
+              f"{w['truncated']} cut off), {w['tokens']} tokens "
               f"({w['tokens_per_min']}/lecture min), latency {w['latency_s']}; worded "
               f"{study['panels']['terms']['worded']} terms, {study['panels']['tasks']['worded']} tasks")
     c = study["catchup"]

@@ -21,13 +21,14 @@ from realtime.core.room import Room
 from realtime.notes.budget import NoBudget
 from realtime.notes.catchup_live import Notes
 from realtime.notes.lecture import LectureNotes
-from realtime.notes.llm import LLMError
+from realtime.notes.llm import LLMError, LLMTruncated
 from realtime.notes.outline import offline_outline
 from realtime.notes.panels import PANELS, InvalidPanel, markdown
 from realtime.notes.study_prompt import (
     STUDY_SCHEMA,
     STUDY_SCHEMA_NAME,
     answer_tokens,
+    complete_entries,
     overlay,
     parse_study,
     pending,
@@ -79,7 +80,13 @@ class StudyPanels:
         self.calls = 0  # LLM calls wording panel items
         self.tokens = 0
         self.failures = 0
+        self.truncated = 0  # answers cut off at max_tokens (their finished entries kept)
         self.latencies: deque[float] = deque(maxlen=500)
+
+    def _count(self, tokens: int, started: float) -> None:
+        self.calls += 1
+        self.tokens += tokens
+        self.latencies.append(time.monotonic() - started)
 
     async def refresh(self, room: Room) -> None:
         service = self.service
@@ -112,9 +119,11 @@ class StudyPanels:
                                              answer_tokens(todo), schema=STUDY_SCHEMA, schema_name=STUDY_SCHEMA_NAME,
                                              temperature=0.0)
             lecture.refined.update(parse_study(answer.text, todo))
-            self.calls += 1
-            self.tokens += answer.tokens
-            self.latencies.append(time.monotonic() - started)
+            self._count(answer.tokens, started)
+        except LLMTruncated as exc:  # the finished entries are kept; the others are asked for next time
+            lecture.refined.update(complete_entries(exc.completion.text, todo))
+            self._count(exc.completion.tokens, started)
+            self.truncated += 1
         except (LLMError, NoBudget, ValueError) as exc:
             self.failures += 1
             log.warning("room %s: study panels not worded by the LLM (%s); offline text meanwhile", room.name, exc)

@@ -39,7 +39,15 @@ from realtime.server.appkeys import (
     SETTINGS,
     STORE,
 )
-from realtime.server.http_common import BadBody, admin_refusal, error, key_blocked, read_json, wrong_key
+from realtime.server.http_common import (
+    BadBody,
+    admin_refusal,
+    allow_origin,
+    error,
+    key_blocked,
+    read_json,
+    wrong_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +82,6 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
     # where the key matters (a private room, `start`); a public room's listener is never refused for it.
     blocked = None if request.headers.get("Upgrade", "").lower() == "websocket" else key_blocked(request)
     return allow_origin(request, blocked) if blocked is not None else await handler(request)
-
-
-def allow_origin(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    """Let a page of an allowed other origin read `response` (a widget must see its 429 and Retry-After too)."""
-    origin = request.headers.get("Origin")
-    if request.app[ORIGINS].cross_origin(origin, request.host) and not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers.add("Vary", "Origin")
-    return response
 
 
 @web.middleware

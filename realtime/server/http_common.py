@@ -10,7 +10,7 @@ from aiohttp import web
 
 from realtime.core.access import bearer, client_address, is_loopback, proxied
 from realtime.core.protocol import BAD_KEY, BAD_MESSAGE, KEY_REQUIRED, RATE_LIMITED, encodable
-from realtime.server.appkeys import GATE, LIMITS
+from realtime.server.appkeys import GATE, LIMITS, ORIGINS
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -84,3 +84,12 @@ def admin_refusal(request: web.Request) -> web.Response | None:
 def is_local(request: web.Request) -> bool:
     """A request from this machine that no proxy relayed."""
     return bool(request.remote) and is_loopback(request.remote or "") and not proxied(request.headers)
+
+
+def allow_origin(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Let a page of an allowed other origin read `response` (a widget must see its 429 and Retry-After too)."""
+    origin = request.headers.get("Origin")
+    if request.app[ORIGINS].cross_origin(origin, request.host) and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    return response

@@ -33,7 +33,15 @@ from realtime.notes.llm import LLMError
 from realtime.notes.service import NoBudget, RoomDeleted
 from realtime.server.appkeys import EXPORTS, GATE, LIMITS, NOTES, OFFLOAD, ROOMS, TRANSLATIONS
 from realtime.server.exports import download
-from realtime.server.http_common import client_of, error, is_local, read_json, retry_after, wrong_key
+from realtime.server.http_common import (
+    allow_origin,
+    client_of,
+    error,
+    is_local,
+    read_json,
+    retry_after,
+    wrong_key,
+)
 from realtime.server.offload import Busy
 
 MAX_QUESTION_CHARS = 500
@@ -227,6 +235,7 @@ async def catchup(request: web.Request) -> web.StreamResponse:
         return web.json_response({**meta, "source": recap.source, "markdown": recap.markdown})
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    allow_origin(request, response)  # a widget on another allowed site reads the stream (set before it starts)
     await response.prepare(request)
     await response.write(sse("meta", meta))
     async for piece in recap.follow():

@@ -90,6 +90,11 @@ async def test_lecturer_page_to_viewer_and_embedded_widget(web_server, host_port
             "(e) => [getComputedStyle(e).color, getComputedStyle(e).fontFamily]")
         assert style[0] != "rgb(255, 0, 0)" and "serif" != style[1].split(",")[0].strip()
         assert await refused.locator("realtime-captions .final").count() == 0
+        # Catch me up from the other site: the streamed recap carries CORS headers, so the widget can read it.
+        await embedded.evaluate("document.querySelector('realtime-captions').catchUp()")
+        recap = await embedded.evaluate("document.querySelector('realtime-captions').shadowRoot"
+                                        ".querySelector('.recap').dataset.source")
+        assert recap == "extractive"
         captured = await speaker.evaluate("({sent: realtimeSpeaker.sentBytes, captured: realtimeSpeaker.capturedBytes,"
                                           " t0: realtimeSpeaker.t0, dropped: realtimeSpeaker.droppedBytes})")
     assert captured["sent"] == captured["captured"] and captured["dropped"] == 0
