@@ -37,7 +37,9 @@ class Notes(Protocol):
                    **options: Any) -> Any: ...
 
 MAX_TOKENS = 400
-BUDGET_TOKENS = 2500  # the request: notes, outline and the latest transcript
+# The request: notes, outline and the latest transcript. 2,500 tokens took the bundled 1.5B 82 s to read on one
+# core (2026-12-04, benchmarks.notes); the notes already hold the lecture so far, the transcript is for "right now".
+BUDGET_TOKENS = 1500
 
 
 @dataclass
