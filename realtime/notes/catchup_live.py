@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from realtime.core.room import Room
+from realtime.notes.budget import NoBudget
 from realtime.notes.catchup import catchup_request, check_catchup, covered, extractive_catchup
 from realtime.notes.lecture import LectureNotes
 from realtime.notes.llm import LLMError
@@ -118,10 +119,8 @@ class CatchUps:
                                                 temperature=0.0, on_text=recap.write)
                     recap.finish(check_catchup(answer.text), "llm")
                     return
-                except (LLMError, ValueError) as exc:
+                except (LLMError, NoBudget, ValueError) as exc:  # the reader still gets a recap
                     log.warning("room %s: no LLM recap (%s); extractive instead", room.name, exc)
-                except Exception as exc:  # NoBudget, and anything else: the reader still gets a recap
-                    log.info("room %s: no LLM recap (%s); extractive instead", room.name, exc)
             recap.finish(await service.offload.run(extractive_catchup, finals, outline, tasks), "extractive")
         finally:
             if not recap.done:  # cancelled (room deleted) or the offload refused: readers must not wait forever
