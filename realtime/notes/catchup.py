@@ -81,10 +81,12 @@ def catchup_request(finals: list[Final], bullets: list[Bullet], outline: list[di
 
 
 def check_catchup(markdown: str) -> str:
-    """An LLM recap must be a few lines of text, not an empty answer or a fenced block; otherwise not used."""
+    """An LLM recap must be a few lines of text, not an empty answer or a fenced block; otherwise not used. A line
+    repeated word for word is kept once."""
     text = markdown.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("markdown").strip()
     if len(text) < 20:
         raise ValueError("the recap is empty")
-    return text + "\n"
+    lines = text.splitlines()  # a small model repeats a bullet word for word (the 1.5B did): once is enough
+    return "\n".join(line for i, line in enumerate(lines) if not line.strip() or line not in lines[:i]) + "\n"

@@ -153,6 +153,8 @@ def test_catch_up_offline_has_the_topic_the_points_and_what_is_said_now() -> Non
     with pytest.raises(ValueError):
         check_catchup("```\n```")
     assert check_catchup("```markdown\n- covered entropy [0:05]\n```") == "- covered entropy [0:05]\n"
+    assert check_catchup("- entropy [0:05]\n- entropy [0:05]\n\n**Right now:** heat") == (
+        "- entropy [0:05]\n\n**Right now:** heat\n")
 
 
 def test_panel_versions_report_what_changed_and_reject_unfounded_items() -> None:
