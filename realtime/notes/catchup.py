@@ -10,6 +10,7 @@ per room for a short window (`catchup_live`).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from realtime.core.export import clock
@@ -80,13 +81,24 @@ def catchup_request(finals: list[Final], bullets: list[Bullet], outline: list[di
             {"role": "user", "content": json.dumps(data, ensure_ascii=False)}]
 
 
-def check_catchup(markdown: str) -> str:
+def check_catchup(markdown: str, until_s: float | None = None) -> str:
     """An LLM recap must be a few lines of text, not an empty answer or a fenced block; otherwise not used. A line
-    repeated word for word is kept once."""
+    repeated word for word is kept once, and a time after `until_s` (the end of what the recap covers: the 1.5B
+    cited [14:00] in a ten-minute lecture) is taken out, with a bullet left holding nothing else."""
     text = markdown.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("markdown").strip()
+    if until_s is not None:
+        def stamp(m: re.Match[str]) -> str:
+            h, mm, ss = int(m.group(1) or 0), int(m.group(2)), int(m.group(3))
+            return m.group(0) if h * 3600 + mm * 60 + ss <= until_s + 1 else ""
+        text = _STAMP.sub(stamp, text)
     if len(text) < 20:
         raise ValueError("the recap is empty")
-    lines = text.splitlines()  # a small model repeats a bullet word for word (the 1.5B did): once is enough
+    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [line for line in lines if not re.fullmatch(r"\s*[-*]\s*", line)]
+    # a small model repeats a bullet word for word (the 1.5B did): once is enough
     return "\n".join(line for i, line in enumerate(lines) if not line.strip() or line not in lines[:i]) + "\n"
+
+
+_STAMP = re.compile(r"\s?\[(?:(\d+):)?(\d{1,2}):(\d{2})\]")

@@ -117,7 +117,7 @@ class CatchUps:
                 try:
                     answer = await service.call(room, "visitors", messages, MAX_TOKENS, stream=True,
                                                 temperature=0.0, on_text=recap.write)
-                    recap.finish(check_catchup(answer.text), "llm")
+                    recap.finish(check_catchup(answer.text, recap.covered[1]), "llm")
                     return
                 except (LLMError, NoBudget, ValueError) as exc:  # the reader still gets a recap
                     log.warning("room %s: no LLM recap (%s); extractive instead", room.name, exc)

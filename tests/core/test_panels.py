@@ -155,6 +155,8 @@ def test_catch_up_offline_has_the_topic_the_points_and_what_is_said_now() -> Non
     assert check_catchup("```markdown\n- covered entropy [0:05]\n```") == "- covered entropy [0:05]\n"
     assert check_catchup("- entropy [0:05]\n- entropy [0:05]\n\n**Right now:** heat") == (
         "- entropy [0:05]\n\n**Right now:** heat\n")
+    assert check_catchup("- entropy [0:05]\n  - [14:00]\n- heat [1:02:05]\n- cold [9:59]", until_s=600.0) == (
+        "- entropy [0:05]\n- heat\n- cold [9:59]\n")  # times after what it covers are made up
 
 
 def test_panel_versions_report_what_changed_and_reject_unfounded_items() -> None:
@@ -222,6 +224,12 @@ def test_the_llm_words_the_items_and_what_is_unusable_is_dropped() -> None:
                                    {"id": "t:invented", "explanation": "Not asked for."}],
                          "tasks": [{"id": "a7.0", "text": "Read chapter 4", "kind": "party", "due": "Thursday"}]})
     refined = parse_study(answer, TODO)
+    copied = json.dumps({"terms": [{"id": "t:entropy", "explanation": "Entropy is a measure."}], "tasks": [
+        {"id": "a7.0", "text": "Read it", "kind": "exam", "due": "2023-02-21T00:00:00"}]})
+    assert parse_study(copied, TODO) == {("t:entropy", "Entropy is a measure."): {},  # asked, nothing better
+                                         ("a7.0", "For Thursday, read chapter four."): {
+                                             "text": "Read it", "kind": "reading", "due": "For Thursday",
+                                             "said": "For Thursday, read chapter four."}}  # kind and due as found
     assert refined == {("t:entropy", "Entropy is a measure."): {"text": "How spread out a system's energy is.",
                                                                 "said": "Entropy is a measure."},
                        ("a7.0", "For Thursday, read chapter four."): {
@@ -268,7 +276,7 @@ async def test_the_service_publishes_worded_panels_beside_the_notes() -> None:
         assert terms["source"] == tasks["source"] == "llm"
         entropy = next(t for t in terms["items"] if t["term"] == "entropy")
         assert entropy["text"] == "[worded] " + entropy["said"] and entropy["said"].startswith("Entropy is a measure")
-        assert tasks["items"][0]["due"] == "soon" and tasks["items"][0]["refs"] == [7]
+        assert tasks["items"][0]["due"] == "For Thursday" and tasks["items"][0]["refs"] == [7]  # "soon": not said
         assert all(t.get("said") for t in terms["items"] + tasks["items"]) and service.panels.tokens > 0
         fake.push({"kind": "500"})  # nothing new to word: no call
         await service.refresh_panels(room)
