@@ -45,7 +45,7 @@ async def measure(service: NotesService, room: Room, events: list[dict[str, Any]
         panels[name] = {"offline_s": _timed(engine, finals, room.glossary), "versions": len(mine),
                         "items": len(items), "tokens_per_min": 0.0,
                         "sample": [i.get("term") or i.get("title") or i.get("text") for i in items[:8]],
-                        "items": items}
+                        "last_items": items}
     study = service.panels
     wording = {"calls": study.calls, "tokens": study.tokens, "failures": study.failures, "truncated": study.truncated,
                "tokens_per_min": round(study.tokens / lecture_min, 1),
