@@ -43,7 +43,7 @@ async def connect(server, role: str, room: str, *, hello: bool = True) -> AsyncI
         yield ws
 
 
-ROOM_EVENTS = ("status", "partial", "final", "notes", "summary")
+ROOM_EVENTS = ("status", "partial", "final", "notes", "panel", "summary")
 
 
 async def next_event(ws, timeout: float = 10.0, skip: tuple[str, ...] = ROOM_EVENTS) -> dict:

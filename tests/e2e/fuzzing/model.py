@@ -69,7 +69,7 @@ EVENT_KEYS = {
     "error": {"code", "message"},
     "pong": {"id"},
 }
-ROOM_EVENTS = {"partial", "final", "status", "notes", "summary"}
+ROOM_EVENTS = {"partial", "final", "status", "notes", "panel", "summary"}
 ROOM_INFO_KEYS = {"room", "title", "private", "ask", "speaker_key", "viewer_key", "viewer_url", "speaker_url"}
 ROOM_LIST_KEYS = {"room", "title", "private", "open", "ask", "finals", "listeners", "speaking", "audio_s"}
 HEALTH_KEYS = {"status", "ready"}
