@@ -98,7 +98,9 @@ class StudyPanels:
             log.info("room %s: panels not refreshed (the offload thread is busy); next update", room.name)
             return
         lecture = service.of(room)
-        if service.llm is not None and not lecture.refining:
+        # The notes come first: the panels are worded once the LLM's notes exist for the room, so that a small
+        # model's few calls go to the notes (the 0.5B's live test made no LLM notes with both competing).
+        if service.llm is not None and not lecture.refining and lecture.state.source == "llm":
             lecture.refining = True
             try:
                 await self._refine(room, lecture, proposals)

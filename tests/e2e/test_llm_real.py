@@ -148,7 +148,8 @@ async def test_live_notes_from_the_small_model_during_a_real_lecture(cache_dir, 
 async def test_catch_up_streams_a_grounded_recap_from_the_small_model(quality_llm):
     service = NotesService(Rooms(), quality_llm)
     room = lecture_room(service, "catchup")
-    await service.refresh_panels(room)  # found offline, worded by the model
+    await service.update(room)  # the notes first; then the panels, found offline and worded by the model
+    assert service.of(room).state.source == "llm", service.rejected
     started = time.monotonic()
     recap, cached = service.catchups.get(room)
     pieces = [piece async for piece in recap.follow()]
