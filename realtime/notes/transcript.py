@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from realtime.core.export import clock
 from realtime.core.protocol import Final, Summary
 from realtime.notes.budget import LLMBudget
 from realtime.notes.llm import LLMClient
@@ -62,7 +63,7 @@ def markdown(result: dict[str, Any], finals: list[Final]) -> str:
 
     def emit(bullet: dict, depth: int) -> None:
         refs = [r for r in bullet.get("refs", []) if r in at]
-        stamp = f" [{_clock(at[refs[0]])}]" if refs else ""
+        stamp = f" [{clock(at[refs[0]])}]" if refs else ""
         lines.append(f"{'  ' * depth}- {bullet['text']}{stamp}")
         for child in children.get(bullet["id"], []):
             emit(child, depth + 1)
@@ -74,11 +75,6 @@ def markdown(result: dict[str, Any], finals: list[Final]) -> str:
 
 def as_json(result: dict[str, Any]) -> str:
     return json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def run_cli(args: Any) -> int:
