@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,7 @@ class WhisperDecoder:
         self.cpu_threads = cpu_threads
         self.loop_retries = 0  # trimmed-window finals that looped, re-decoded with the full window
         self._local = threading.local()
+        self._hints: dict[tuple[str, str], tuple[str | None, list[int] | None]] = {}
         from faster_whisper import WhisperModel
 
         decoder = self
@@ -224,6 +226,7 @@ class WhisperDecoder:
     def _transcribe(self, req: DecodeRequest, audio: np.ndarray, encoder_frames: int | None):
         final = req.kind == "final"
         opts = self.options
+        hotwords, prompt = self.hints(req.hotwords, req.prompt)
         self._local.encoder_frames = encoder_frames
         try:
             segments, info = self.model.transcribe(
@@ -235,7 +238,8 @@ class WhisperDecoder:
                 temperature=[0.0],  # fallback sampling doubles the cost of a bad decode; loops are cut instead
                 word_timestamps=True,
                 condition_on_previous_text=False,
-                initial_prompt=req.prompt or None,
+                initial_prompt=prompt,
+                hotwords=hotwords,
                 vad_filter=False,
                 without_timestamps=False,
                 max_new_tokens=None if final else int(len(req.audio) / SAMPLE_RATE * 8) + 16,
@@ -248,6 +252,48 @@ class WhisperDecoder:
         finally:
             self._local.encoder_frames = None
         return out, info.language
+
+
+    def hints(self, hotwords: str, prompt: str) -> tuple[str | None, list[int] | None]:
+        """Hotwords and prompt cut to Whisper's prompt budget together (`PROMPT_TOKENS`): the prompt (the glossary
+        and any recent text) keeps up to half, the hotwords fill the rest at a term boundary, and the prompt may
+        use what they leave. faster-whisper would cut each to the budget alone, and together they would take the
+        room the answer needs. Cached: a room's hints change with its slide, not with every decode."""
+        key = (hotwords, prompt)
+        cached = self._hints.get(key)
+        if cached is None:
+            tokenizer = self.model.hf_tokenizer
+            cached = fit_hints(lambda text: tokenizer.encode(text, add_special_tokens=False).ids, hotwords, prompt)
+            if len(self._hints) > 64:
+                self._hints.clear()
+            self._hints[key] = cached
+        return cached
+
+
+PROMPT_TOKENS = 223  # Whisper's context holds 448 tokens; faster-whisper lets the prompt take max_length // 2 - 1
+
+
+def fit_hints(encode: Callable[[str], list[int]], hotwords: str, prompt: str,
+              budget: int = PROMPT_TOKENS) -> tuple[str | None, list[int] | None]:
+    """(hotwords text, prompt tokens) within `budget` tokens together; see `WhisperDecoder.hints`. `tokenizer` is
+    the model's tokenizer (text to token ids, no special tokens)."""
+    prompt_ids = encode(" " + prompt.strip()) if prompt.strip() else []
+    kept = prompt_ids[-(budget // 2):]  # the end of the prompt is the latest text
+    room = budget - len(kept)
+    terms, used = [], 0
+    for term in (t.strip() for t in hotwords.split(",")):
+        if not term:
+            continue
+        cost = len(encode((", " if terms else " ") + term))
+        if used + cost > room:
+            break
+        terms.append(term)
+        used += cost
+    while terms and len(kept) + len(encode(" " + ", ".join(terms))) > budget:
+        used -= len(encode(", " + terms.pop()))  # merged tokens may count differently
+    if len(prompt_ids) > len(kept):  # the hotwords left room: the prompt gets it back
+        kept = prompt_ids[-(budget - used):]
+    return (", ".join(terms) or None), (kept or None)
 
 
 def _earlier(w: HypWord, seconds: float) -> HypWord:

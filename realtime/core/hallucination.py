@@ -4,6 +4,11 @@ Whisper invents text where there is none: subtitle credits and sign-offs on sile
 watching", "字幕由Amara.org社群提供"), loops that repeat an n-gram, and confident text over non-speech. We drop
 segments the decoder itself flags as non-speech, drop phantom phrases unless the audio under them is real speech,
 and cut repetition loops.
+
+A prompt adds a failure of its own: given course terms (the room's slides, the glossary), the decoder "hears" them
+in noise, and the base model writes "NADH, NADH," over a hum. The echo guard drops a segment made mostly of the
+prompt's words when the decoder itself doubts there was speech (`prompt_echo`); a term the lecturer said comes
+with a confident decode and stays.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ _URL = re.compile(r"\b(www\.|https?:|[a-z0-9-]+\.(com|org|net)\b)")
 
 
 LEADING_MIN_PROB = 0.02
+# Function words a glossary sentence shares with any speech: they say nothing about an echo.
+_HINT_STOPWORDS = frozenset("the and for are was with this that from into over you our its has have not but can "
+                            "will how why what when where who which all any one two".split())
+ECHO_SHARE = 0.5  # a segment with at least this share of prompt words is an echo candidate
+ECHO_NO_SPEECH = 0.25  # ... dropped if the decoder's no-speech probability is above this,
+ECHO_LOGPROB = -0.8  # or its mean log probability below this,
+ECHO_WORD_PROB = 0.5  # or its prompt words' mean probability below this
 
 
 @dataclass
@@ -82,15 +94,45 @@ def has_loop(segments: list[Segment]) -> bool:
     return len(_cut_loop(words)) < len(words)
 
 
-def clean(segments: list[Segment], speech_end: float | None = None) -> list[HypWord]:
+def prompt_words(*texts: str) -> frozenset[str]:
+    """The comparison keys of the words in the decoder's hints (hotwords, prompt), less function words."""
+    return frozenset(k for text in texts for k in (norm(w) for w in re.split(r"[\s,;.:/()\[\]-]+", text))
+                     if len(k) > 1 and k not in _HINT_STOPWORDS)
+
+
+def prompt_echo(seg: Segment, hints: frozenset[str]) -> bool:
+    """Whether `seg` is the prompt echoed into silence or noise: mostly prompt words (by `hints`), and a decode
+    the model itself doubts (see ECHO_*)."""
+    if not hints or not seg.words:
+        return False
+    keys = [norm(w.text) for w in seg.words]
+    hinted = [w for w, k in zip(seg.words, keys, strict=True) if k in hints or k and k.rstrip("s") in hints]
+    if not hinted or len(hinted) < ECHO_SHARE * sum(1 for k in keys if k):
+        return False
+    doubt = sum(w.prob for w in hinted) / len(hinted) < ECHO_WORD_PROB
+    return seg.no_speech_prob > ECHO_NO_SPEECH or seg.avg_logprob < ECHO_LOGPROB or doubt
+
+
+def spelled_noise(seg: Segment) -> bool:
+    """Single letters ("R .I .P.", "P .P .P") where the decoder doubts there was speech: what a prompted decoder
+    writes over clicks and hiss, never a lecture's words."""
+    keys = [norm(w.text) for w in seg.words]
+    letters = [k for k in keys if k]
+    return bool(letters) and all(len(k) == 1 and k.isalpha() for k in letters) and (
+        seg.no_speech_prob > ECHO_NO_SPEECH or seg.avg_logprob < ECHO_LOGPROB)
+
+
+def clean(segments: list[Segment], speech_end: float | None = None,
+          hints: frozenset[str] = frozenset()) -> list[HypWord]:
     """The trustworthy words of a decode.
 
     `speech_end` is the stream time where the VAD last heard voice in this utterance; a phantom phrase that starts
-    after it is decoded from trailing silence.
+    after it is decoded from trailing silence. `hints` are the words the decoder was prompted with
+    (`prompt_words`), for the echo guard.
     """
     kept: list[HypWord] = []
     for seg in segments:
-        if not seg.words:
+        if not seg.words or prompt_echo(seg, hints) or spelled_noise(seg):
             continue
         if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
             continue

@@ -20,7 +20,7 @@ import numpy as np
 
 from realtime.core.agreement import HypWord, LocalAgreement, join_words
 from realtime.core.audio import SAMPLE_RATE, DCBlocker, pcm_to_int16
-from realtime.core.hallucination import Segment, clean, has_loop
+from realtime.core.hallucination import Segment, clean, has_loop, prompt_words
 from realtime.core.protocol import UNNUMBERED, Event, Final, Partial, Start, Word
 from realtime.core.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechStart
 
@@ -46,6 +46,7 @@ class DecodeRequest:
     task: str
     speech_end: float | None  # last voiced time, for phantom filtering
     early: bool = False  # a final decode started during the hangover (see the module docstring)
+    hotwords: str = ""  # course terms the decoder should expect (the room's slides and glossary), best first
 
     @property
     def end(self) -> float:
@@ -108,6 +109,9 @@ class LectureStream:
         self._current: _Utterance | None = None
         self._ended: deque[_Utterance] = deque()
         self._history: list[str] = []  # recent final texts, for the prompt
+        self.hotwords = ""  # course terms for the decoder, set by the room as its slides change
+        self._hint_words: frozenset[str] = frozenset()  # the words of hotwords and prompt, for the echo guard
+        self._hint_source = ("", "")
         self._covered = 0.0  # stream time up to which results have been produced
         self.finals = 0
         self.partials = 0
@@ -224,7 +228,14 @@ class LectureStream:
         prompt = " ".join(x for x in (self.options.prompt, self._recent_text()) if x)
         # No copy: the buffer is never written in place (appends and trims make new arrays).
         return DecodeRequest(kind, utt.id, utt.audio(), utt.offset, prompt, self.language, self.options.task,
-                             utt.speech_end)
+                             utt.speech_end, hotwords=self.hotwords)
+
+    def hint_words(self, req: DecodeRequest) -> frozenset[str]:
+        """The words the decoder was told to expect in `req` (cached while the hints stay the same)."""
+        if self._hint_source != (req.hotwords, req.prompt):
+            self._hint_source = (req.hotwords, req.prompt)
+            self._hint_words = prompt_words(req.hotwords, req.prompt)
+        return self._hint_words
 
     def _recent_text(self) -> str:
         text = " ".join(self._history)
@@ -235,7 +246,8 @@ class LectureStream:
     def on_result(self, req: DecodeRequest, segments: list[Segment], language: str | None = None) -> list[Event]:
         """Apply one decode. Results for utterances that ended or were dropped meanwhile are ignored."""
         self._covered = max(self._covered, req.end)
-        words = [_shift(w, req.offset) for w in clean(segments, _rel(req.speech_end, req.offset))]
+        words = [_shift(w, req.offset) for w in clean(segments, _rel(req.speech_end, req.offset),
+                                                                  self.hint_words(req))]
         if req.kind == "final" and language and self.options.language is None:
             self.language = language
         if req.early:
